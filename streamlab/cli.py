@@ -1,0 +1,319 @@
+"""The `streamlab` command: demo, sim, attach, replay, inspect.
+
+Errors print one line saying what was wrong and what to do, and exit non-zero (1 for a failed
+run, 2 for bad usage). Heavy imports (torch, prefect) happen inside the commands that need them,
+so `streamlab sim` starts quickly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from streamlab.errors import StreamlabError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except StreamlabError as exc:
+        print(f"streamlab {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"streamlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamlab", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo", help="simulated rig -> ZeroMQ -> similarity matching -> Zarr, with a report"
+    )
+    demo.add_argument(
+        "--seconds", type=float, default=20.0, help="how long the rig streams (default 20)"
+    )
+    demo.add_argument(
+        "--store", default=None, help="Zarr store to write (default streamlab-demo/run-<time>.zarr)"
+    )
+    demo.add_argument("--channels", type=int, default=128, help="simulated neurons (default 128)")
+    demo.add_argument("--rate", type=float, default=250.0, help="samples per second (default 250)")
+    demo.set_defaults(handler=_cmd_demo)
+
+    sim = sub.add_parser(
+        "sim", help="publish a simulated population (Poisson spikes or calcium) over ZeroMQ"
+    )
+    sim.add_argument(
+        "--publish", metavar="ENDPOINT", help="bind here and publish, e.g. tcp://127.0.0.1:5555"
+    )
+    sim.add_argument(
+        "--out", metavar="FILE.npz", help="write the session to a file instead of publishing"
+    )
+    sim.add_argument("--channels", type=int, default=64)
+    sim.add_argument("--latents", type=int, default=4)
+    sim.add_argument("--rate", type=float, default=1000.0, help="samples per second")
+    sim.add_argument("--seconds", type=float, default=10.0)
+    sim.add_argument("--kind", choices=("spikes", "calcium"), default="spikes")
+    sim.add_argument("--firing-rate", type=float, default=20.0, help="mean firing rate in Hz")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--stream", default=None, help="stream name (default sim/<kind>)")
+    sim.add_argument(
+        "--push", action="store_true", help="PUSH (lossless, waits for a receiver) instead of PUB"
+    )
+    sim.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
+    sim.add_argument("--frame-samples", type=int, default=1, help="samples per frame")
+    sim.add_argument(
+        "--startup-delay", type=float, default=0.5, help="seconds to wait for subscribers"
+    )
+    sim.set_defaults(handler=_cmd_sim)
+
+    attach = sub.add_parser("attach", help="attach learners to a stream and write a Zarr store")
+    attach.add_argument("endpoint", help="where the rig publishes, e.g. tcp://127.0.0.1:5555")
+    _run_options(attach)
+    attach.add_argument(
+        "--pull", action="store_true", help="PULL (lossless replays) instead of SUB"
+    )
+    attach.add_argument("--topic", default="", help="SUB topic prefix (default: every stream)")
+    attach.add_argument("--until-eos", action="store_true", help="stop at the stream's eos")
+    attach.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    attach.add_argument(
+        "--resume", action="store_true", help="continue a killed run from its last checkpoint"
+    )
+    attach.set_defaults(handler=_cmd_attach)
+
+    replay = sub.add_parser(
+        "replay", help="replay a recorded session (.npz or Zarr) through the pipeline"
+    )
+    replay.add_argument("session", help="a .npz file or a Zarr store with recorded input")
+    _run_options(replay)
+    replay.add_argument(
+        "--rate", type=float, default=None, help="sampling rate if the session lacks one"
+    )
+    replay.add_argument("--realtime", action="store_true", help="pace at the recorded rate")
+    replay.set_defaults(handler=_cmd_replay)
+
+    inspect = sub.add_parser(
+        "inspect", help="what a store holds: learners, rows, gaps, rejects, status"
+    )
+    inspect.add_argument("path")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.set_defaults(handler=_cmd_inspect)
+    return parser
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--learner",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="name or name:key=value,... (e.g. sm:n_components=4); repeat for several",
+    )
+    parser.add_argument(
+        "--store", required=True, help="Zarr store path (a directory, e.g. run.zarr)"
+    )
+    parser.add_argument(
+        "--publish", default=None, metavar="ENDPOINT", help="publish outputs back here (PUB)"
+    )
+    parser.add_argument(
+        "--record-input", action="store_true", help="also store the raw input frames"
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="samples between checkpoints",
+    )
+    parser.add_argument(
+        "--keep-checkpoints", type=int, default=0, metavar="N", help="keep the newest N (0: all)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    parser.add_argument(
+        "--device", default="auto", help="torch device for the learners (auto, cpu, cuda)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the learners' random generators"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no live progress line")
+
+
+def _options(args: argparse.Namespace, pattern: str) -> Any:
+    from streamlab.runner import AttachOptions
+
+    if not args.learner and not getattr(args, "resume", False):
+        raise _usage("give at least one --learner, e.g. --learner sm:n_components=4")
+    return AttachOptions(
+        store=args.store,
+        learners=args.learner,
+        pattern=pattern,
+        topic=getattr(args, "topic", ""),
+        publish=args.publish,
+        resume=getattr(args, "resume", False),
+        overwrite=args.overwrite,
+        record_input=args.record_input,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
+        device=args.device,
+        seed=args.seed,
+    )
+
+
+def _usage(message: str) -> StreamlabError:
+    from streamlab.errors import ConfigError
+
+    return ConfigError(message)
+
+
+def _cmd_attach(args: argparse.Namespace) -> int:
+    from streamlab.runner import attach
+
+    options = _options(args, "pull" if args.pull else "sub")
+    if args.seconds is None and not args.until_eos:
+        print("attach: running until interrupted (Ctrl-C) ...", file=sys.stderr)
+    printer = ProgressPrinter(quiet=args.quiet)
+    progress = attach(
+        args.endpoint,
+        options,
+        seconds=args.seconds,
+        until_eos=args.until_eos,
+        on_progress=printer,
+        on_pipeline=_stop_on_sigterm,
+    )
+    printer.finish(progress, args.store)
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from streamlab.runner import replay
+    from streamlab.sessions import load_session
+
+    session = load_session(args.session, rate=args.rate)
+    printer = ProgressPrinter(quiet=args.quiet)
+    progress = replay(session, _options(args, "pull"), realtime=args.realtime, on_progress=printer)
+    printer.finish(progress, args.store)
+    return 0
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from streamlab.sim.lds import LatentPoissonPopulation
+
+    if bool(args.publish) == bool(args.out):
+        raise _usage("give exactly one of --publish ENDPOINT or --out FILE.npz")
+    population = LatentPoissonPopulation(
+        n_neurons=args.channels,
+        n_latents=args.latents,
+        rate=args.rate,
+        seed=args.seed,
+        kind=args.kind,
+        firing_rate=args.firing_rate,
+    )
+    stream = args.stream or f"sim/{args.kind}"
+    if args.out:
+        import numpy as np
+
+        from streamlab.sessions import Session, save_session
+
+        data, _ = population.blocks(int(round(args.seconds * args.rate)))
+        save_session(
+            args.out,
+            Session(
+                np.concatenate(data),
+                args.rate,
+                args.kind,
+                stream=stream,
+                meta=population.hello_meta(),
+            ),
+        )
+        print(f"wrote {args.out}", file=sys.stderr)
+        return 0
+    from streamlab.sim.rig import run_rig
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    sent = run_rig(
+        args.publish,
+        population,
+        seconds=args.seconds,
+        stream=stream,
+        pattern="push" if args.push else "pub",
+        realtime=not args.fast,
+        frame_samples=args.frame_samples,
+        startup_delay=args.startup_delay,
+        on_bound=lambda ep: print(f"sim: publishing {stream} on {ep}", file=sys.stderr, flush=True),
+    )
+    print(f"sim: sent {sent} samples", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from streamlab.demo import default_store_path
+    from streamlab.flows.demo import demo_flow
+
+    store = args.store or str(default_store_path())
+    result = demo_flow(seconds=args.seconds, store=store, channels=args.channels, rate=args.rate)
+    print(result["summary"])
+    return 0 if result["status"] == "complete" else 1
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from streamlab.store.inspect import describe, describe_text
+
+    info = describe(args.path)
+    print(json.dumps(info, indent=2, default=str) if args.json else describe_text(info))
+    return 0
+
+
+def _raise_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm(pipeline: Any) -> None:
+    """SIGTERM ends the run cleanly (flush, checkpoint, status) as Ctrl-C does."""
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
+
+
+class ProgressPrinter:
+    """Prints the live progress line to stderr (rewriting it on a terminal)."""
+
+    def __init__(self, quiet: bool = False, stream: Any = None) -> None:
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+
+    def __call__(self, progress: Any) -> None:
+        if self.quiet:
+            return
+        end = "\r" if self.tty else "\n"
+        print(progress.line(), end=end, file=self.stream, flush=True)
+
+    def finish(self, progress: Any, store: str) -> None:
+        if self.tty and not self.quiet:
+            print(file=self.stream)
+        print(
+            f"done: {progress.samples:,d} samples in {progress.elapsed_s:.1f} s; latency p50 "
+            f"{progress.p50_us:.0f} us, p99 {progress.p99_us:.0f} us; gaps {progress.gaps} "
+            f"({progress.missing} samples lost); rejects {progress.rejects}; store {store}",
+            file=self.stream,
+        )
+
+
+def _version() -> str:
+    from streamlab import __version__
+
+    return f"streamlab {__version__}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

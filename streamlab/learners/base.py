@@ -1,0 +1,235 @@
+"""The learner surface of DESIGN.md: a river transformer with a fast tensor path beside it.
+
+A subclass stores its constructor arguments verbatim (river's `clone` and `_get_params` read
+them back), allocates its state once on the first sample (`_allocate`), and puts the maths of one
+time step in `_update` (infer then learn, in place) and `_infer` (infer only). The base class
+handles devices, seeding, shapes, the `(B, n)` batch of independent streams, river's dict path
+and `state_dict` round trips.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+import torch
+from river import base
+
+from streamlab.errors import ConfigError, InputShapeError
+
+StateValue = torch.Tensor | int | float | bool | str | list[Any]
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device: str) -> torch.device:
+    """`"auto"` is CUDA when a GPU is visible, else the CPU; anything else is passed to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"device {device!r} is not a torch device; use 'auto', 'cpu' or 'cuda'"
+        ) from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r} asked for CUDA but no GPU is visible; use 'auto' or 'cpu'"
+        )
+    return resolved
+
+
+class Learner(base.Transformer, abc.ABC):
+    """Base class of streamlab's online learners (see the module docstring).
+
+    Subclasses must accept `device`, `dtype` and `seed` and store every argument under its own
+    name. The output size is `n_components`."""
+
+    n_components: int
+    device: str
+    dtype: str
+    seed: int | None
+
+    # -- what a subclass provides ---------------------------------------------------------
+    @abc.abstractmethod
+    def _allocate(self, n_features: int, batch: int) -> None:
+        """Create every state tensor for `batch` streams of `n_features` channels."""
+
+    @abc.abstractmethod
+    def _update(self, x: torch.Tensor) -> torch.Tensor:
+        """One time step on `x` (B, n): infer the output (B, k), then learn in place."""
+
+    @abc.abstractmethod
+    def _infer(self, x: torch.Tensor) -> torch.Tensor:
+        """The output (B, k) for `x` (B, n) without changing any state."""
+
+    @abc.abstractmethod
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        """The learned tensors, by name; `load_state_dict` copies into them in place."""
+
+    def _state_scalars(self) -> dict[str, StateValue]:
+        """Host-side learned scalars (counters) besides the tensors."""
+        return {}
+
+    def _load_scalars(self, scalars: dict[str, Any]) -> None:
+        """Restore what `_state_scalars` returned."""
+
+    # -- the fast path ----------------------------------------------------------------------
+    def step(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Infer on sample `x` ((n,) or (B, n) for B streams in lockstep), then learn from it.
+
+        Returns the output, (k,) or (B, k). `y` is a target for supervised learners and ignored
+        by unsupervised ones."""
+        batched = self._as_batch(x)
+        out = self._update(batched)
+        return out if self._batched_input else out[0]
+
+    def infer(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """The output for `x` without learning; zeros before the first sample."""
+        if not self.is_initialized:
+            shape = (self.n_components,) if np.ndim(x) == 1 else (len(x), self.n_components)
+            return torch.zeros(shape, dtype=self._torch_dtype, device=self._device)
+        batched = self._as_batch(x)
+        out = self._infer(batched)
+        return out if self._batched_input else out[0]
+
+    @property
+    def is_initialized(self) -> bool:
+        return self._n_features is not None
+
+    @property
+    def n_features_in(self) -> int | None:
+        """Channels per sample, known after the first sample."""
+        return self._n_features
+
+    def initialize(self, n_features: int, batch: int = 1) -> None:
+        """Allocate state for `batch` streams of `n_features` channels (done by the first sample)."""
+        if n_features < 1 or batch < 1:
+            raise InputShapeError(
+                f"need at least one channel and one stream, got n={n_features}, B={batch}"
+            )
+        self._n_features = n_features
+        self._batch = batch
+        self._steps = 0
+        self._generator = torch.Generator(device=self._device)
+        self._generator.manual_seed(0 if self.seed is None else int(self.seed))
+        self._allocate(n_features, batch)
+
+    def _as_batch(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            x = torch.from_numpy(
+                np.array(x, dtype=np.float32 if self.dtype == "float32" else np.float64)
+            )
+        if x.ndim not in (1, 2):
+            raise InputShapeError(
+                f"{type(self).__name__}.step takes one sample (n,) or a batch (B, n), got shape "
+                f"{tuple(x.shape)}; a frame of m samples is stepped one sample at a time"
+            )
+        self._batched_input = x.ndim == 2
+        batched = x if self._batched_input else x.unsqueeze(0)
+        if not self.is_initialized:
+            self.initialize(batched.shape[1], batched.shape[0])
+        if batched.shape[1] != self._n_features or batched.shape[0] != self._batch:
+            raise InputShapeError(
+                f"{type(self).__name__} was built for {self._batch} stream(s) of "
+                f"{self._n_features} channels, got a sample of shape {tuple(x.shape)}; "
+                "use a fresh learner (or clone()) for a differently shaped stream"
+            )
+        if batched.dtype != self._torch_dtype or batched.device != self._device:
+            batched = batched.to(device=self._device, dtype=self._torch_dtype)
+        return batched
+
+    # -- construction helpers for subclasses ---------------------------------------------
+    def _init_common(self, device: str, dtype: str, seed: int | None) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.seed = seed
+        if dtype not in _DTYPES:
+            raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        self._device = resolve_device(device)
+        self._torch_dtype = _DTYPES[dtype]
+        self._n_features: int | None = None
+        self._batch = 1
+        self._batched_input = False
+        self._steps = 0
+        self._feature_names: list[Any] | None = None
+
+    def _zeros(self, *shape: int) -> torch.Tensor:
+        return torch.zeros(shape, dtype=self._torch_dtype, device=self._device)
+
+    def _randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(
+            shape, generator=self._generator, dtype=self._torch_dtype, device=self._device
+        )
+
+    # -- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, StateValue]:
+        """Everything needed to resume exactly: learned tensors (cloned), counters, the random
+        generator and the dict path's feature order. Empty before the first sample."""
+        if not self.is_initialized:
+            return {}
+        state: dict[str, StateValue] = {
+            name: tensor.detach().clone() for name, tensor in self._state_tensors().items()
+        }
+        state.update(self._state_scalars())
+        state["_n_features"] = int(self._n_features)  # type: ignore[arg-type]
+        state["_batch"] = int(self._batch)
+        state["_steps"] = int(self._steps)
+        state["_generator"] = self._generator.get_state()
+        if self._feature_names is not None:
+            state["_feature_names"] = [str(name) for name in self._feature_names]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()` (tensors may be NumPy arrays or on another device)."""
+        if not state:
+            return
+        self.initialize(int(state["_n_features"]), int(state["_batch"]))
+        for name, tensor in self._state_tensors().items():
+            if name not in state:
+                raise ConfigError(
+                    f"state for {type(self).__name__} lacks {name!r}; was it saved by another learner?"
+                )
+            value = torch.as_tensor(
+                np.asarray(state[name])
+                if not isinstance(state[name], torch.Tensor)
+                else state[name]
+            )
+            if tuple(value.shape) != tuple(tensor.shape):
+                raise ConfigError(
+                    f"state {name!r} has shape {tuple(value.shape)}, learner expects {tuple(tensor.shape)}"
+                )
+            tensor.copy_(value.to(device=tensor.device, dtype=tensor.dtype))
+        self._steps = int(state["_steps"])
+        generator_state = state["_generator"]
+        self._generator.set_state(
+            torch.as_tensor(np.asarray(generator_state), dtype=torch.uint8).cpu()
+        )
+        names = state.get("_feature_names")
+        self._feature_names = list(names) if names is not None else None
+        self._load_scalars(state)
+
+    # -- river's dict path ----------------------------------------------------------------
+    def _dict_to_tensor(self, x: dict[Any, Any]) -> torch.Tensor:
+        if self._feature_names is None:
+            self._feature_names = sorted(x, key=str)
+        return torch.tensor(
+            [float(x.get(name, 0.0)) for name in self._feature_names], dtype=self._torch_dtype
+        )
+
+    def learn_one(self, x: dict[Any, Any]) -> None:
+        """river's surface: one step on a dict sample (features fixed, by sorted name, at the
+        first sample; a missing feature counts as 0, a new one is ignored)."""
+        self.step(self._dict_to_tensor(x))
+
+    def transform_one(self, x: dict[Any, Any]) -> dict[str, float]:
+        """river's surface: the output for a dict sample, without learning."""
+        if not self.is_initialized:
+            values = [0.0] * self.n_components
+        else:
+            values = self.infer(self._dict_to_tensor(x)).tolist()
+        return {f"component_{i}": float(v) for i, v in enumerate(values)}
+
+    @property
+    def _is_stochastic(self) -> bool:
+        return True

@@ -1,0 +1,255 @@
+"""The hot loop: Source -> Frame -> learners -> sinks, in plain Python and PyTorch.
+
+Per frame: the payload becomes one tensor, every learner steps once per sample, outputs go to
+the sinks (which buffer), and latency is measured from the frame's arrival to each learner's
+output. Gaps and rejections found by the source go to the sinks as events. Every
+`checkpoint_every` samples the learners' states are handed to the sinks, consistent with the
+rows written so far, so a killed run resumes from there.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from streamlab.learners.base import Learner
+from streamlab.metrics import LatencyStats, Progress, RateMeter
+from streamlab.sinks import Sink, StreamInfo
+from streamlab.store.run_store import Checkpoint
+from streamlab.stream.protocol import Control, Frame, Message
+from streamlab.stream.transport import Event, Gap
+
+
+class Source(Protocol):
+    """What a pipeline reads from: `ZmqSource` and anything shaped like it."""
+
+    events: list[Event]
+
+    def receive(self, timeout: float = 0.1) -> Message | None: ...
+
+    def drain_events(self) -> list[Event]: ...
+
+    def expect(
+        self, stream: str, seq: int, n_channels: int | None, reason: str = "interrupted"
+    ) -> None: ...
+
+
+@dataclass
+class ResumePoint:
+    """Where a resumed run continues: the data stream it follows and the next `seq` expected."""
+
+    stream: StreamInfo
+    next_seq: int
+
+
+class Pipeline:
+    """Run `learners` on the frames of `source`, sending results to `sinks`.
+
+    The pipeline follows one data stream: the first whose frames arrive (or `stream` if given,
+    or the resumed one); frames of other streams are counted as ignored."""
+
+    def __init__(
+        self,
+        source: Source,
+        learners: Mapping[str, Learner],
+        sinks: Sequence[Sink] = (),
+        *,
+        stream: str | None = None,
+        checkpoint_every: int = 1000,
+        report_every: float = 1.0,
+        on_progress: Callable[[Progress], None] | None = None,
+        resume: ResumePoint | None = None,
+    ) -> None:
+        if not learners:
+            raise ValueError("a pipeline needs at least one learner")
+        self.source = source
+        self.learners = dict(learners)
+        self.sinks = list(sinks)
+        self.checkpoint_every = checkpoint_every
+        self.report_every = report_every
+        self.on_progress = on_progress
+        self._stream_name = stream
+        self._stream: StreamInfo | None = None
+        self._hello: dict[str, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self.latency = LatencyStats()
+        self.progress = Progress()
+        self._since_checkpoint = 0
+        self._last_frame: Frame | None = None
+        if resume is not None:
+            self._start_stream(resume.stream)
+            source.expect(
+                resume.stream.name, resume.next_seq, resume.stream.n_channels, "interrupted"
+            )
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current frame (thread- and signal-safe)."""
+        self._stop.set()
+
+    def run(
+        self,
+        *,
+        seconds: float | None = None,
+        until_eos: bool = True,
+        max_samples: int | None = None,
+    ) -> Progress:
+        """Run until the stream's eos (if `until_eos`), `seconds` elapse, `max_samples` samples
+        are processed, or `stop()`; returns the final metrics. Sinks are closed with status
+        `complete`, `stopped` (KeyboardInterrupt) or `failed` (and the error is re-raised)."""
+        start = time.perf_counter()
+        deadline = start + seconds if seconds is not None else float("inf")
+        next_report = start + self.report_every
+        rate = RateMeter()
+        status, error = "complete", None
+        try:
+            while not self._stop.is_set():
+                message = self.source.receive(timeout=0.05)
+                if self.source.events:
+                    self._dispatch(self.source.drain_events())
+                if isinstance(message, Frame):
+                    if self._accept(message):
+                        self._process(message)
+                elif isinstance(message, Control):
+                    if self._on_control(message) and until_eos:
+                        break
+                now = time.perf_counter()
+                if now >= next_report:
+                    next_report = now + self.report_every
+                    for sink in self.sinks:
+                        sink.tick()
+                    self._report(start, rate.rate(self.progress.samples))
+                if now >= deadline or (
+                    max_samples is not None and self.progress.samples >= max_samples
+                ):
+                    break
+        except KeyboardInterrupt:
+            status = "stopped"
+        except BaseException as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            self._close(status, error, suppress=True)
+            raise
+        if self.source.events:
+            self._dispatch(self.source.drain_events())
+        if self._last_frame is not None and self._since_checkpoint:
+            self._checkpoint(self._last_frame)
+        self._close(status, error)
+        self._report(
+            start, self.progress.samples / max(time.perf_counter() - start, 1e-9), final=True
+        )
+        return self.progress
+
+    # -- per message ------------------------------------------------------------------
+    def _accept(self, frame: Frame) -> bool:
+        if self._stream is None:
+            if self._stream_name is not None and frame.stream != self._stream_name:
+                self.progress.ignored += 1
+                return False
+            meta = self._hello.get(frame.stream, {})
+            self._start_stream(
+                StreamInfo(
+                    frame.stream,
+                    frame.n_channels,
+                    frame.data.dtype.str,
+                    frame.kind,
+                    frame.rate or meta.get("rate"),
+                    meta,
+                )
+            )
+        elif frame.stream != self._stream.name:
+            self.progress.ignored += 1
+            return False
+        return True
+
+    def _start_stream(self, stream: StreamInfo) -> None:
+        self._stream = stream
+        for sink in self.sinks:
+            sink.open(self.learners, stream)
+
+    def _on_control(self, message: Control) -> bool:
+        """Record a hello; True if `message` ends the followed stream."""
+        if message.kind == "hello":
+            self._hello[message.stream] = message.meta
+            return False
+        return self._stream is not None and message.stream == self._stream.name
+
+    def _process(self, frame: Frame) -> None:
+        data = frame.data
+        x = torch.from_numpy(data.astype(np.float32) if data.dtype != np.float32 else data.copy())
+        m = frame.n_samples
+        latency = np.empty((len(self.learners), m), dtype=np.int64)
+        collected: dict[str, list[torch.Tensor]] = {name: [] for name in self.learners}
+        for i in range(m):
+            sample = x[i]
+            for j, (name, learner) in enumerate(self.learners.items()):
+                collected[name].append(learner.step(sample))
+                latency[j, i] = time.perf_counter_ns() - frame.received_ns
+            self.latency.add(int(latency[-1, i]))
+        outputs = {
+            name: outs[0].unsqueeze(0) if m == 1 else torch.stack(outs)
+            for name, outs in collected.items()
+        }
+        for sink in self.sinks:
+            sink.on_frame(frame, outputs, latency)
+        self.progress.samples += m
+        self.progress.frames += 1
+        self._last_frame = frame
+        self._since_checkpoint += m
+        if self._since_checkpoint >= self.checkpoint_every:
+            self._checkpoint(frame)
+
+    def _checkpoint(self, frame: Frame) -> None:
+        last_seq = frame.seq + frame.n_samples - 1
+        last_t = frame.t + (frame.n_samples - 1) / frame.rate if frame.rate else frame.t
+        assert self._stream is not None
+        checkpoint = Checkpoint(
+            seq=int(last_seq),
+            t=float(last_t),
+            stream=self._stream.name,
+            rows={},
+            input_rows=0,
+            gap_rows=0,
+            stream_state=self._stream.to_dict(),
+        )
+        states = {name: learner.state_dict() for name, learner in self.learners.items()}
+        for sink in self.sinks:
+            sink.on_checkpoint(checkpoint, states)
+        self._since_checkpoint = 0
+        self.progress.checkpoints += 1
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Gap):
+                self.progress.gaps += 1
+                self.progress.missing += event.n_missing
+            else:
+                self.progress.rejects += 1
+                code = str(event.code)
+                self.progress.rejects_by_code[code] = self.progress.rejects_by_code.get(code, 0) + 1
+        for sink in self.sinks:
+            sink.on_events(events)
+
+    def _close(self, status: str, error: str | None, suppress: bool = False) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close(status, error)
+            except Exception:
+                if not suppress:
+                    raise
+
+    def _report(self, start: float, rate: float, final: bool = False) -> None:
+        p = self.progress
+        p.elapsed_s = time.perf_counter() - start
+        p.samples_per_s = rate
+        if final:
+            p.p50_us, p.p99_us = self.latency.quantiles_us()
+            p.max_us = self.latency.max_ns / 1e3 if self.latency.count else float("nan")
+        else:
+            p.p50_us, p.p99_us = self.latency.recent_quantiles_us()
+        if self.on_progress is not None:
+            self.on_progress(p)

@@ -1,0 +1,167 @@
+"""Whole runs, as the CLI and the Prefect flows start them: attach to a stream (live or a
+replay) with learners built from specs, a Zarr run store (new or resumed) and optional output
+publishing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from streamlab.errors import StoreError
+from streamlab.learners import LearnerSpec, build_learners, parse_spec
+from streamlab.metrics import Progress
+from streamlab.pipeline import Pipeline, ResumePoint
+from streamlab.sessions import Session
+from streamlab.sinks import Sink, StreamInfo, ZarrSink, ZmqOutputSink
+from streamlab.store.run_store import RunStore
+from streamlab.stream import Publisher, ZmqSource, play
+
+
+@dataclass
+class AttachOptions:
+    """Everything `attach` needs besides the endpoint; the CLI flags map onto it one to one."""
+
+    store: str
+    learners: list[str]
+    pattern: Literal["sub", "pull"] = "sub"
+    topic: str = ""
+    publish: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    record_input: bool = False
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 0
+    device: str = "auto"
+    seed: int | None = 0
+
+
+def attach(
+    endpoint: str,
+    options: AttachOptions,
+    *,
+    seconds: float | None = None,
+    until_eos: bool = True,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_pipeline: Callable[[Pipeline], None] | None = None,
+) -> Progress:
+    """Connect to `endpoint`, run the learners and write the store; returns the final metrics.
+    With `options.resume` the store's last checkpoint is loaded and the run goes on from it."""
+    with ZmqSource(endpoint, pattern=options.pattern, topic=options.topic) as source:
+        store, learners, resume = _open_run(endpoint, options)
+        sinks: list[Sink] = [
+            ZarrSink(
+                store, record_input=options.record_input, keep_checkpoints=options.keep_checkpoints
+            )
+        ]
+        if options.publish:
+            sinks.append(ZmqOutputSink(options.publish))
+        pipeline = Pipeline(
+            source,
+            learners,
+            sinks,
+            checkpoint_every=options.checkpoint_every,
+            on_progress=on_progress,
+            resume=resume,
+        )
+        if on_pipeline is not None:
+            on_pipeline(pipeline)
+        return pipeline.run(seconds=seconds, until_eos=until_eos)
+
+
+def _open_run(
+    endpoint: str, options: AttachOptions
+) -> tuple[RunStore, dict[str, Any], ResumePoint | None]:
+    specs = [parse_spec(spec) for spec in options.learners]
+    overrides = {"device": options.device, "seed": options.seed}
+    if not options.resume:
+        config = {
+            "endpoint": endpoint,
+            "learners": [str(s) for s in specs],
+            "pattern": options.pattern,
+            "topic": options.topic,
+            "checkpoint_every": options.checkpoint_every,
+            "record_input": options.record_input,
+            "device": options.device,
+            "seed": options.seed,
+        }
+        store = RunStore.create(
+            options.store, config=config, source={"endpoint": endpoint}, overwrite=options.overwrite
+        )
+        return store, build_learners(specs, **overrides), None
+    store = RunStore.open(options.store, mode="r+")
+    config = store.attrs["streamlab"]["config"]
+    stored = [parse_spec(s) for s in config["learners"]]
+    if specs and [str(s) for s in specs] != [str(s) for s in stored]:
+        raise StoreError(
+            f"--resume with learners {[str(s) for s in specs]} but the store ran {config['learners']}; "
+            "omit --learner to resume with the stored ones"
+        )
+    overrides = {"device": options.device, "seed": config.get("seed")}
+    learners = build_learners(stored, **overrides)
+    return store, learners, _resume_point(store, learners)
+
+
+def _resume_point(store: RunStore, learners: dict[str, Any]) -> ResumePoint | None:
+    stream = store.attrs.get("stream")
+    first_rows = {name: store.learner(name).read("seq", 0, 1) for name in store.learner_names()}
+    checkpoint = store.prepare_resume()
+    if stream is None:
+        return None  # the run died before its first frame: start as new
+    info = StreamInfo(**stream)
+    if checkpoint is None:
+        firsts = [int(seq[0]) for seq in first_rows.values() if len(seq)]
+        return ResumePoint(info, min(firsts)) if firsts else None
+    for name, learner in learners.items():
+        learner.load_state_dict(store.load_state(name, checkpoint.seq))
+    return ResumePoint(info, checkpoint.seq + 1)
+
+
+def replay(
+    session: Session,
+    options: AttachOptions,
+    *,
+    realtime: bool = False,
+    frame_samples: int = 1,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Progress:
+    """Play `session` over a loopback PUSH socket into `attach` (PULL), so a replay takes the
+    same path as a live stream and loses nothing."""
+    publisher = Publisher("tcp://127.0.0.1:0", pattern="push", send_timeout=60.0)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            play(
+                publisher,
+                session.stream,
+                session.blocks(),
+                rate=session.rate,
+                kind=session.kind,
+                realtime=realtime,
+                frame_samples=frame_samples,
+                first_seq=session.first_seq,
+                t0=session.t0,
+                meta=session.meta,
+                hello_every=None,
+                stop=stop,
+            )
+        except BaseException as exc:  # re-raised in the caller's thread below
+            failure.append(exc)
+
+    feeder = threading.Thread(target=feed, name="streamlab-replay", daemon=True)
+    feeder.start()
+    options = AttachOptions(**{**options.__dict__, "pattern": "pull", "topic": ""})
+    try:
+        return attach(publisher.endpoint, options, on_progress=on_progress)
+    finally:
+        stop.set()
+        feeder.join(timeout=5)
+        publisher.close(linger=0)
+        if failure:
+            raise failure[0]
+
+
+__all__ = ["AttachOptions", "LearnerSpec", "attach", "replay"]
