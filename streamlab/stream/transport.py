@@ -260,16 +260,13 @@ class ZmqSource:
             )
         if isinstance(n, int):
             state.n_channels = n
-        if state.expected_seq is not None and hello.seq != state.expected_seq:
-            if hello.seq > state.expected_seq:
-                self._gap(
-                    hello.stream, state.expected_seq, hello.seq - state.expected_seq, "restart"
-                )
-            else:
-                self._gap(hello.stream, hello.seq, 0, "restart")
-        if state.expected_seq is None or hello.seq != state.expected_seq:
-            state.expected_seq = hello.seq
+        if state.expected_seq is not None and hello.seq > state.expected_seq:
+            # samples were lost before this (periodic) hello: an ordinary gap
+            self._gap(hello.stream, state.expected_seq, hello.seq - state.expected_seq, state.next_gap_reason)
             state.next_gap_reason = "seq"
+        elif state.expected_seq is not None and hello.seq < state.expected_seq:
+            self._gap(hello.stream, hello.seq, 0, "restart")  # the rig restarted its numbering
+        state.expected_seq = hello.seq
         state.meta = hello.meta
         state.allow_nonfinite = bool(hello.meta.get("allow_nonfinite", False))
 

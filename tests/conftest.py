@@ -1,0 +1,48 @@
+"""Shared fixtures: free loopback endpoints, a quiet offline Prefect, and helpers to run the CLI
+as a user would (a real subprocess)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Prefect: offline, no telemetry, a private home per test session, time to start on 2 cores.
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def free_endpoint() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+def endpoint() -> str:
+    return free_endpoint()
+
+
+def streamlab_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "streamlab", *args]
+
+
+def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `streamlab ARGS` to completion and return its result (stdout and stderr as text)."""
+    return subprocess.run(
+        streamlab_command(*args), capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False
+    )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _prefect_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))

@@ -1,0 +1,145 @@
+"""Online principal subspace projection (Pehlevan, Sengupta and Chklovskii 2018) against its
+closed form: the top-k eigenvectors of the data covariance from numpy.linalg.eigh."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from streamlab.errors import ConfigError, InputShapeError
+from streamlab.learners import SimilarityMatching, build_learners, parse_spec
+from streamlab.learners.similarity import principal_angles, subspace_error
+
+
+def spiked_covariance(n: int, k: int, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's synthetic set-up: k signal directions with variances 1..0.5, isotropic noise."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((n, k)))
+    variances = np.linspace(1.0, 0.5, k)
+    x = (rng.standard_normal((samples, k)) * np.sqrt(variances)) @ basis.T
+    return x + np.sqrt(0.002) * rng.standard_normal((samples, n)), basis
+
+
+def run(sm: SimilarityMatching, x: np.ndarray, checkpoints: tuple[int, ...], reference: np.ndarray) -> dict[int, float]:
+    errors = {}
+    data = torch.from_numpy(x.astype(np.float32 if sm.dtype == "float32" else np.float64))
+    for t in range(len(x)):
+        sm.step(data[t])
+        if t + 1 in checkpoints:
+            errors[t + 1] = subspace_error(sm.filters[0].cpu().numpy(), reference)
+    return errors
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_subspace_converges_to_top_eigenvectors(seed: int) -> None:
+    """n=256, k=16 as in the paper. Stated figure: subspace error < 0.05 after 1,000 samples and
+    within 3x of batch PCA (eigh of the sample covariance) after 6,000."""
+    x, _ = spiked_covariance(256, 16, 6000, seed)
+    eigvals, eigvecs = np.linalg.eigh(np.cov(x.T))
+    top = eigvecs[:, ::-1][:, :16]
+    sm = SimilarityMatching(n_components=16, gamma=1.5, device="cpu", seed=seed)
+    errors = run(sm, x, (100, 1000, 6000), top)
+    assert errors[1000] < 0.05
+    assert errors[6000] < errors[1000] < errors[100]
+    assert np.degrees(principal_angles(sm.filters[0].numpy(), top).max()) < 5.0
+    batch_error = subspace_error(top.T, spiked_covariance(256, 16, 1, seed)[1])
+    online_error_true = subspace_error(sm.filters[0].numpy(), spiked_covariance(256, 16, 1, seed)[1])
+    assert online_error_true < 3 * batch_error + 1e-3
+
+
+def test_float32_tracks_float64_reference() -> None:
+    x, basis = spiked_covariance(64, 4, 3000, 3)
+    single = SimilarityMatching(n_components=4, device="cpu", seed=3)
+    double = SimilarityMatching(n_components=4, device="cpu", seed=3, dtype="float64")
+    run(single, x, (), basis)
+    run(double, x, (), basis)
+    assert subspace_error(single.filters[0].numpy(), double.filters[0].numpy().T) < 1e-3
+
+
+def test_sherman_morrison_inverse_stays_exact() -> None:
+    x, _ = spiked_covariance(32, 4, 997, 4)
+    sm = SimilarityMatching(n_components=4, device="cpu", seed=0, refresh_every=10, dtype="float64")
+    run(sm, x, (), np.eye(32)[:, :4])
+    assert sm._steps % 10 != 0  # the recursion itself, not a fresh inverse, is being checked
+    np.testing.assert_allclose(sm._Minv[0].numpy() @ sm._M[0].numpy(), np.eye(4), atol=1e-8)
+    assert np.linalg.eigvalsh(sm._M[0].numpy()).min() > 0  # M stays positive definite
+
+
+def test_batch_of_streams_equals_single_runs() -> None:
+    streams = [spiked_covariance(20, 3, 400, s)[0] for s in range(3)]
+    batched = SimilarityMatching(n_components=3, device="cpu", seed=5, dtype="float64")
+    singles = [SimilarityMatching(n_components=3, device="cpu", seed=5, dtype="float64") for _ in streams]
+    # give every single learner the same initial weights as its slice of the batch
+    batched.initialize(20, batch=3)
+    for i, single in enumerate(singles):
+        single.initialize(20)
+        single._W.copy_(batched._W[i : i + 1])
+    x = torch.from_numpy(np.stack(streams, axis=1))  # (T, B, n)
+    for t in range(len(x)):
+        out = batched.step(x[t])
+        for i, single in enumerate(singles):
+            torch.testing.assert_close(out[i], single.step(x[t, i]), rtol=1e-9, atol=1e-12)
+
+
+def test_state_dict_round_trip_gives_same_next_outputs() -> None:
+    x, _ = spiked_covariance(16, 2, 600, 6)
+    a = SimilarityMatching(n_components=2, device="cpu", seed=1)
+    run(a, x[:300], (), np.eye(16)[:, :2])
+    state = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in a.state_dict().items()}
+    b = SimilarityMatching(n_components=2, device="cpu", seed=99)
+    b.load_state_dict(state)
+    for row in torch.from_numpy(x[300:].astype(np.float32)):
+        torch.testing.assert_close(a.step(row), b.step(row), rtol=0, atol=0)
+
+
+def test_inference_does_not_learn() -> None:
+    sm = SimilarityMatching(n_components=2, device="cpu", seed=0)
+    assert torch.equal(sm.infer(torch.ones(5)), torch.zeros(2))
+    sm.step(torch.arange(5.0))
+    sm.step(torch.arange(5.0) * 2)
+    before = {k: v.clone() for k, v in sm._state_tensors().items()}
+    sm.infer(torch.ones(5))
+    for name, tensor in sm._state_tensors().items():
+        assert torch.equal(before[name], tensor), name
+
+
+def test_clear_errors_for_bad_shapes_and_arguments() -> None:
+    sm = SimilarityMatching(n_components=2, device="cpu")
+    sm.step(torch.zeros(5))
+    with pytest.raises(InputShapeError, match="built for 1 stream"):
+        sm.step(torch.zeros(6))
+    with pytest.raises(InputShapeError, match="one sample"):
+        sm.step(torch.zeros(2, 2, 5))
+    with pytest.raises(ConfigError, match="exceeds"):
+        SimilarityMatching(n_components=8, device="cpu").step(torch.zeros(5))
+    with pytest.raises(ConfigError, match="too large"):
+        SimilarityMatching(t0=0.5, device="cpu")
+    with pytest.raises(ConfigError, match="no GPU|not a torch device"):
+        SimilarityMatching(device="cuda:7" if not torch.cuda.is_available() else "nonsense")
+
+
+def test_specs_parse_and_name_copies() -> None:
+    spec = parse_spec("sm:n_components=4,gamma=1.5,center=false")
+    assert spec.params == {"n_components": 4, "gamma": 1.5, "center": False}
+    learners = build_learners(["sm", "sm:n_components=3"], device="cpu")
+    assert list(learners) == ["sm", "sm_2"] and learners["sm_2"].n_components == 3
+    with pytest.raises(ConfigError, match="unknown learner"):
+        parse_spec("pca")
+    with pytest.raises(ConfigError, match="no parameter 'k'"):
+        parse_spec("sm:k=3")
+    with pytest.raises(ConfigError, match="not a valid int"):
+        parse_spec("sm:n_components=four")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_matches_cpu_within_float32_tolerance() -> None:
+    x, _ = spiked_covariance(64, 4, 500, 7)
+    cpu = SimilarityMatching(n_components=4, device="cpu", seed=2)
+    gpu = SimilarityMatching(n_components=4, device="cuda", seed=2)
+    cpu.initialize(64)
+    gpu.initialize(64)
+    gpu._W.copy_(cpu._W)
+    for row in torch.from_numpy(x.astype(np.float32)):
+        out_cpu, out_gpu = cpu.step(row), gpu.step(row.cuda())
+    torch.testing.assert_close(out_gpu.cpu(), out_cpu, rtol=1e-3, atol=1e-4)
