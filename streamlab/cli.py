@@ -224,7 +224,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
         from streamlab.sessions import Session, save_session
 
-        data, _ = population.blocks(int(round(args.seconds * args.rate)))
+        data, _ = population.blocks(round(args.seconds * args.rate))
         save_session(
             args.out,
             Session(
@@ -256,7 +256,15 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Prefect's embedded API, offline and quiet; its first start on 2 cores can take ~20 s.
+    for key, value in {
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    }.items():
+        os.environ.setdefault(key, value)
+    print("demo: starting Prefect's embedded API and the simulated rig ...", file=sys.stderr)
     from streamlab.demo import default_store_path
     from streamlab.flows.demo import demo_flow
 

@@ -87,7 +87,7 @@ def evaluate(store_path: str, rig: DemoRig, learner: str = "sm") -> dict[str, An
     if len(seq) < 4 * k:
         return {"samples": len(seq), "too_short": True}
     centred = data - data.mean(0)
-    eigvals, eigvecs = np.linalg.eigh(centred.T @ centred / len(centred))
+    _, eigvecs = np.linalg.eigh(centred.T @ centred / len(centred))
     pca_basis = eigvecs[:, ::-1][:, :k]
     curve = []
     for ckpt_seq in store.checkpoint_seqs(learner):

@@ -112,12 +112,10 @@ class Pipeline:
                 message = self.source.receive(timeout=0.05)
                 if self.source.events:
                     self._dispatch(self.source.drain_events())
-                if isinstance(message, Frame):
-                    if self._accept(message):
-                        self._process(message)
-                elif isinstance(message, Control):
-                    if self._on_control(message) and until_eos:
-                        break
+                if isinstance(message, Frame) and self._accept(message):
+                    self._process(message)
+                elif isinstance(message, Control) and self._on_control(message) and until_eos:
+                    break
                 now = time.perf_counter()
                 if now >= next_report:
                     next_report = now + self.report_every

@@ -95,7 +95,8 @@ def _open_run(
     stored = [parse_spec(s) for s in config["learners"]]
     if specs and [str(s) for s in specs] != [str(s) for s in stored]:
         raise StoreError(
-            f"--resume with learners {[str(s) for s in specs]} but the store ran {config['learners']}; "
+            f"--resume with learners {[str(s) for s in specs]} but the store ran "
+            f"{config['learners']}; "
             "omit --learner to resume with the stored ones"
         )
     overrides = {"device": options.device, "seed": config.get("seed")}

@@ -87,7 +87,7 @@ def _load_npz(path: Path, rate: float | None, stream: str) -> Session:
             channels = [str(c) for c in npz["channels"]] if "channels" in npz else []
             return Session(
                 data=np.asarray(npz["data"]),
-                rate=float(rate or (npz["rate"] if "rate" in npz else 0.0)),
+                rate=float(rate or npz.get("rate", 0.0)),
                 kind=str(npz["kind"]) if "kind" in npz else "spikes",
                 first_seq=int(npz["first_seq"]) if "first_seq" in npz else 0,
                 t0=float(npz["t0"]) if "t0" in npz else 0.0,

@@ -36,10 +36,17 @@ def streamlab_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "streamlab", *args]
 
 
-def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `streamlab ARGS` to completion and return its result (stdout and stderr as text)."""
     return subprocess.run(
-        streamlab_command(*args), capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False
+        streamlab_command(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
     )
 
 

@@ -41,9 +41,22 @@ def test_gap_and_malformed_messages_are_stored_with_reasons(tmp_path, endpoint) 
     store = tmp_path / "run.zarr"
     publisher = Publisher(endpoint, pattern="push", send_timeout=60.0)
     attach = subprocess.Popen(
-        streamlab_command("attach", endpoint, "--pull", "--learner", "sm:n_components=2",
-                          "--store", str(store), "--until-eos", "--quiet", "--checkpoint-every", "50"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        streamlab_command(
+            "attach",
+            endpoint,
+            "--pull",
+            "--learner",
+            "sm:n_components=2",
+            "--store",
+            str(store),
+            "--until-eos",
+            "--quiet",
+            "--checkpoint-every",
+            "50",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     stream = "rig1/spikes"
     try:
@@ -59,7 +72,11 @@ def test_gap_and_malformed_messages_are_stored_with_reasons(tmp_path, endpoint) 
                     [stream.encode(), header(seq=51, dtype="<x7"), b"\x00" * 8],
                     [stream.encode(), header(seq=51), b"\x00" * 7],
                     [stream.encode(), header(seq=51, v=3), b"\x00" * 8],
-                    [stream.encode(), header(seq=51, dtype="<f4"), np.array([[1, np.nan, 0, 0]], "<f4").tobytes()],
+                    [
+                        stream.encode(),
+                        header(seq=51, dtype="<f4"),
+                        np.array([[1, np.nan, 0, 0]], "<f4").tobytes(),
+                    ],
                     [stream.encode(), header(seq=51, shape=[1, 5]), b"\x00" * 10],
                     [stream.encode(), header(seq=10), b"\x00" * 8],
                     [stream.encode(), header(seq=51)],
@@ -67,7 +84,7 @@ def test_gap_and_malformed_messages_are_stored_with_reasons(tmp_path, endpoint) 
                 for parts in bad:
                     publisher.send_raw(parts)
         publisher.eos(stream, 200, 2.0)
-        out, err = attach.communicate(timeout=90)
+        _, err = attach.communicate(timeout=90)
     finally:
         attach.kill()
         publisher.close(linger=0)
@@ -80,9 +97,23 @@ def test_gap_and_malformed_messages_are_stored_with_reasons(tmp_path, endpoint) 
     np.testing.assert_array_equal(table.read("seq"), kept)
     np.testing.assert_array_equal(table.read("output"), offline_outputs(data[kept], 2))
     assert run.gaps.rows == 1
-    assert (int(run.gaps.read("first_seq")[0]), int(run.gaps.read("n_missing")[0]), run.gaps.read("reason")[0]) == (100, 10, "seq")
+    assert (
+        int(run.gaps.read("first_seq")[0]),
+        int(run.gaps.read("n_missing")[0]),
+        run.gaps.read("reason")[0],
+    ) == (100, 10, "seq")
     codes = list(run.rejected.read("code"))
-    assert codes == ["json", "field", "dtype", "size", "version", "nonfinite", "channels", "seq", "parts"]
+    assert codes == [
+        "json",
+        "field",
+        "dtype",
+        "size",
+        "version",
+        "nonfinite",
+        "channels",
+        "seq",
+        "parts",
+    ]
     details = list(run.rejected.read("detail"))
     assert "'dtype'" in details[1] and "7 bytes" in details[3] and "NaN" in details[5]
     assert all(s == stream for s in run.rejected.read("stream"))
@@ -114,14 +145,24 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(tmp_path, endpoint) -> 
     store = tmp_path / "run.zarr"
     publisher = Publisher(endpoint, pattern="push", send_timeout=60.0)
     feeder = threading.Thread(
-        target=play, args=(publisher, "rig/spikes", [data]),
+        target=play,
+        args=(publisher, "rig/spikes", [data]),
         kwargs={"rate": 2000.0, "realtime": True, "meta": {"n_channels": 16}},
         daemon=True,
     )
-    common = ["--pull", "--store", str(store), "--until-eos", "--quiet", "--checkpoint-every", "200"]
+    common = [
+        "--pull",
+        "--store",
+        str(store),
+        "--until-eos",
+        "--quiet",
+        "--checkpoint-every",
+        "200",
+    ]
     first = subprocess.Popen(
         streamlab_command("attach", endpoint, "--learner", "sm:n_components=3", *common),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     feeder.start()
     try:
@@ -142,8 +183,14 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(tmp_path, endpoint) -> 
     assert checkpoint_seq >= killed_at
     seq = run.learner("sm").read("seq").astype(np.int64)
     assert (np.diff(seq) > 0).all(), "duplicate or reordered rows"
-    gaps = list(zip(run.gaps.read("first_seq").astype(int), run.gaps.read("n_missing").astype(int),
-                    run.gaps.read("reason"), strict=True))
+    gaps = list(
+        zip(
+            run.gaps.read("first_seq").astype(int),
+            run.gaps.read("n_missing").astype(int),
+            run.gaps.read("reason"),
+            strict=True,
+        )
+    )
     interrupted = [g for g in gaps if g[2] == "interrupted"]
     assert len(interrupted) == 1 and interrupted[0][0] == checkpoint_seq + 1
     missing = np.zeros(len(data), bool)

@@ -24,8 +24,14 @@ from tests.conftest import free_endpoint
 def start_replay(data: np.ndarray, frame_samples: int = 1) -> tuple[Publisher, threading.Thread]:
     publisher = Publisher("tcp://127.0.0.1:0", pattern="push", send_timeout=20.0)
     thread = threading.Thread(
-        target=play, args=(publisher, "sim/spikes", [data]),
-        kwargs={"rate": 1000.0, "realtime": False, "frame_samples": frame_samples, "meta": {"n_channels": data.shape[1]}},
+        target=play,
+        args=(publisher, "sim/spikes", [data]),
+        kwargs={
+            "rate": 1000.0,
+            "realtime": False,
+            "frame_samples": frame_samples,
+            "meta": {"n_channels": data.shape[1]},
+        },
         daemon=True,
     )
     thread.start()
@@ -45,7 +51,9 @@ def test_stored_outputs_equal_offline_learner(tmp_path, frame_samples) -> None:
     publisher.close(linger=0)
     assert progress.samples == 2500 and progress.gaps == 0 and progress.rejects == 0
     reference = SimilarityMatching(n_components=3, device="cpu", seed=1)
-    expected = np.stack([reference.step(torch.from_numpy(row.astype("f4"))).numpy() for row in data])
+    expected = np.stack(
+        [reference.step(torch.from_numpy(row.astype("f4"))).numpy() for row in data]
+    )
     reopened = RunStore.open(tmp_path / "run.zarr")
     table = reopened.learner("sm")
     np.testing.assert_array_equal(table.read("output"), expected)
@@ -67,8 +75,11 @@ def test_outputs_are_published_back_with_the_input_seq(tmp_path) -> None:
     publisher, thread = start_replay(data)
     store = RunStore.create(tmp_path / "run.zarr", config={}, source={})
     with ZmqSource(publisher.endpoint, pattern="pull") as source:
-        Pipeline(source, {"sm": SimilarityMatching(n_components=2, device="cpu", seed=0)},
-                 [ZarrSink(store), output_sink]).run(seconds=60)
+        Pipeline(
+            source,
+            {"sm": SimilarityMatching(n_components=2, device="cpu", seed=0)},
+            [ZarrSink(store), output_sink],
+        ).run(seconds=60)
     thread.join(5)
     received = []
     while (message := listener.receive(timeout=0.5)) is not None:
@@ -88,7 +99,12 @@ def test_store_failure_stops_run_with_clear_error(tmp_path, monkeypatch) -> None
     store = RunStore.create(tmp_path / "run.zarr", config={}, source={})
     with ZmqSource(publisher.endpoint, pattern="pull") as source:
         sink = ZarrSink(store, block_rows=128)
-        pipeline = Pipeline(source, {"sm": SimilarityMatching(n_components=2, device="cpu")}, [sink], report_every=0.01)
+        pipeline = Pipeline(
+            source,
+            {"sm": SimilarityMatching(n_components=2, device="cpu")},
+            [sink],
+            report_every=0.01,
+        )
         real_append = store.learner.__func__
 
         calls = {"n": 0}
@@ -101,7 +117,7 @@ def test_store_failure_stops_run_with_clear_error(tmp_path, monkeypatch) -> None
             return table
 
         monkeypatch.setattr(RunStore, "learner", failing_learner)
-        with pytest.raises(StoreError, match="No space left.*--resume"):
+        with pytest.raises(StoreError, match=r"No space left.*--resume"):
             pipeline.run(seconds=60)
     thread.join(5)
     publisher.close(linger=0)

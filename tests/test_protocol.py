@@ -47,7 +47,9 @@ def test_frame_round_trip(data, seq, t, kind, rate, stream) -> None:
 
 
 @given(
-    meta=st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8) | st.booleans(), max_size=5),
+    meta=st.dictionaries(
+        st.text(max_size=8), st.integers() | st.text(max_size=8) | st.booleans(), max_size=5
+    ),
     seq=st.integers(0, 2**64 - 1),
 )
 def test_control_round_trip(meta, seq) -> None:
@@ -99,12 +101,24 @@ MALFORMED = [
     ("1-D shape", good_parts(shape=[6]), Reject.SHAPE),
     ("negative shape", good_parts(shape=[-2, -3]), Reject.SHAPE),
     ("zero samples", good_parts(shape=[0, 3]), Reject.SHAPE),
-    ("short payload", good_parts()[:2] + [b"\x00" * 11], Reject.SIZE),
-    ("long payload", good_parts()[:2] + [b"\x00" * 13], Reject.SIZE),
+    ("short payload", [*good_parts()[:2], b"\x00" * 11], Reject.SIZE),
+    ("long payload", [*good_parts()[:2], b"\x00" * 13], Reject.SIZE),
     ("rate not positive", good_parts(rate=0), Reject.FIELD),
-    ("hello payload not json", [b"rig", b'{"v": 1, "seq": 0, "t": 0, "kind": "hello"}', b"\x80x"], Reject.HELLO),
-    ("hello payload a list", [b"rig", b'{"v": 1, "seq": 0, "t": 0, "kind": "hello"}', b"[]"], Reject.HELLO),
-    ("eos with payload", [b"rig", b'{"v": 1, "seq": 0, "t": 0, "kind": "eos"}', b"x"], Reject.HELLO),
+    (
+        "hello payload not json",
+        [b"rig", b'{"v": 1, "seq": 0, "t": 0, "kind": "hello"}', b"\x80x"],
+        Reject.HELLO,
+    ),
+    (
+        "hello payload a list",
+        [b"rig", b'{"v": 1, "seq": 0, "t": 0, "kind": "hello"}', b"[]"],
+        Reject.HELLO,
+    ),
+    (
+        "eos with payload",
+        [b"rig", b'{"v": 1, "seq": 0, "t": 0, "kind": "eos"}', b"x"],
+        Reject.HELLO,
+    ),
 ]
 
 
@@ -119,6 +133,12 @@ def test_malformed_messages_are_rejected_with_a_reason(case, parts, code) -> Non
 def test_decoded_frames_are_read_only_views_never_unpickled() -> None:
     frame = decode(good_parts())
     assert not frame.data.flags.writeable
-    pickled = [b"rig", json.dumps({"v": 1, "seq": 0, "t": 0, "kind": "x", "dtype": "|O", "shape": [1, 1]}).encode(), b"\x80\x04N."]
+    pickled = [
+        b"rig",
+        json.dumps(
+            {"v": 1, "seq": 0, "t": 0, "kind": "x", "dtype": "|O", "shape": [1, 1]}
+        ).encode(),
+        b"\x80\x04N.",
+    ]
     with pytest.raises(ProtocolError, match="dtype"):
         decode(pickled)

@@ -21,7 +21,9 @@ def spiked_covariance(n: int, k: int, samples: int, seed: int) -> tuple[np.ndarr
     return x + np.sqrt(0.002) * rng.standard_normal((samples, n)), basis
 
 
-def run(sm: SimilarityMatching, x: np.ndarray, checkpoints: tuple[int, ...], reference: np.ndarray) -> dict[int, float]:
+def run(
+    sm: SimilarityMatching, x: np.ndarray, checkpoints: tuple[int, ...], reference: np.ndarray
+) -> dict[int, float]:
     errors = {}
     data = torch.from_numpy(x.astype(np.float32 if sm.dtype == "float32" else np.float64))
     for t in range(len(x)):
@@ -36,7 +38,7 @@ def test_subspace_converges_to_top_eigenvectors(seed: int) -> None:
     """n=256, k=16 as in the paper. Stated figure: subspace error < 0.05 after 1,000 samples and
     within 3x of batch PCA (eigh of the sample covariance) after 6,000."""
     x, _ = spiked_covariance(256, 16, 6000, seed)
-    eigvals, eigvecs = np.linalg.eigh(np.cov(x.T))
+    _, eigvecs = np.linalg.eigh(np.cov(x.T))
     top = eigvecs[:, ::-1][:, :16]
     sm = SimilarityMatching(n_components=16, gamma=1.5, device="cpu", seed=seed)
     errors = run(sm, x, (100, 1000, 6000), top)
@@ -44,7 +46,9 @@ def test_subspace_converges_to_top_eigenvectors(seed: int) -> None:
     assert errors[6000] < errors[1000] < errors[100]
     assert np.degrees(principal_angles(sm.filters[0].numpy(), top).max()) < 5.0
     batch_error = subspace_error(top.T, spiked_covariance(256, 16, 1, seed)[1])
-    online_error_true = subspace_error(sm.filters[0].numpy(), spiked_covariance(256, 16, 1, seed)[1])
+    online_error_true = subspace_error(
+        sm.filters[0].numpy(), spiked_covariance(256, 16, 1, seed)[1]
+    )
     assert online_error_true < 3 * batch_error + 1e-3
 
 
@@ -69,7 +73,9 @@ def test_sherman_morrison_inverse_stays_exact() -> None:
 def test_batch_of_streams_equals_single_runs() -> None:
     streams = [spiked_covariance(20, 3, 400, s)[0] for s in range(3)]
     batched = SimilarityMatching(n_components=3, device="cpu", seed=5, dtype="float64")
-    singles = [SimilarityMatching(n_components=3, device="cpu", seed=5, dtype="float64") for _ in streams]
+    singles = [
+        SimilarityMatching(n_components=3, device="cpu", seed=5, dtype="float64") for _ in streams
+    ]
     # give every single learner the same initial weights as its slice of the batch
     batched.initialize(20, batch=3)
     for i, single in enumerate(singles):
@@ -86,7 +92,9 @@ def test_state_dict_round_trip_gives_same_next_outputs() -> None:
     x, _ = spiked_covariance(16, 2, 600, 6)
     a = SimilarityMatching(n_components=2, device="cpu", seed=1)
     run(a, x[:300], (), np.eye(16)[:, :2])
-    state = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in a.state_dict().items()}
+    state = {
+        k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in a.state_dict().items()
+    }
     b = SimilarityMatching(n_components=2, device="cpu", seed=99)
     b.load_state_dict(state)
     for row in torch.from_numpy(x[300:].astype(np.float32)):
@@ -115,7 +123,7 @@ def test_clear_errors_for_bad_shapes_and_arguments() -> None:
         SimilarityMatching(n_components=8, device="cpu").step(torch.zeros(5))
     with pytest.raises(ConfigError, match="too large"):
         SimilarityMatching(t0=0.5, device="cpu")
-    with pytest.raises(ConfigError, match="no GPU|not a torch device"):
+    with pytest.raises(ConfigError, match=r"no GPU|not a torch device"):
         SimilarityMatching(device="cuda:7" if not torch.cuda.is_available() else "nonsense")
 
 

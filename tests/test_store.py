@@ -24,7 +24,9 @@ def new_store(path: Path) -> RunStore:
     return RunStore.create(path, config={"learners": ["sm"]}, source={"endpoint": "test"})
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(blocks=st.lists(st.integers(1, 700), min_size=1, max_size=6), width=st.integers(1, 9))
 def test_table_appends_read_back_exactly(tmp_path_factory, blocks, width) -> None:
     group = zarr.open_group(str(tmp_path_factory.mktemp("t") / "t.zarr"), mode="w")
@@ -62,7 +64,9 @@ def test_checkpoint_through_the_store_gives_same_next_outputs(tmp_path) -> None:
     learner = SimilarityMatching(n_components=3, device="cpu", seed=4)
     for row in x[:200]:
         learner.step(row)
-    store.write_checkpoint(Checkpoint(199, 1.99, "s", {"sm": 200}, 0, 0), {"sm": learner.state_dict()})
+    store.write_checkpoint(
+        Checkpoint(199, 1.99, "s", {"sm": 200}, 0, 0), {"sm": learner.state_dict()}
+    )
     reopened = RunStore.open(tmp_path / "run.zarr")
     restored = SimilarityMatching(n_components=3, device="cpu", seed=0)
     restored.load_state_dict(reopened.load_state("sm", 199))
@@ -74,11 +78,23 @@ def test_checkpoint_through_the_store_gives_same_next_outputs(tmp_path) -> None:
 def test_resume_cuts_back_to_checkpoint_and_drops_half_written_state(tmp_path) -> None:
     store = new_store(tmp_path / "run.zarr")
     table = store.learner("sm", 2, "f4", {})
-    table.append(output=np.ones((10, 2), "f4"), seq=np.arange(10, dtype="u8"), t=np.zeros(10), latency_us=np.zeros(10, "f4"))
+    table.append(
+        output=np.ones((10, 2), "f4"),
+        seq=np.arange(10, dtype="u8"),
+        t=np.zeros(10),
+        latency_us=np.zeros(10, "f4"),
+    )
     store.write_checkpoint(Checkpoint(9, 0.09, "s", {"sm": 10}, 0, 0), {"sm": {"W": np.ones(3)}})
-    table.append(output=np.ones((5, 2), "f4"), seq=np.arange(10, 15, dtype="u8"), t=np.zeros(5), latency_us=np.zeros(5, "f4"))
+    table.append(
+        output=np.ones((5, 2), "f4"),
+        seq=np.arange(10, 15, dtype="u8"),
+        t=np.zeros(5),
+        latency_us=np.zeros(5, "f4"),
+    )
     # a checkpoint whose arrays were written but whose commit never happened
-    store.root.require_group("learners/sm/state").require_group(f"{14:020d}").create_array("W", data=np.ones(3))
+    store.root.require_group("learners/sm/state").require_group(f"{14:020d}").create_array(
+        "W", data=np.ones(3)
+    )
     store.root["learners/sm/output"].append(np.ones((3, 2), "f4"))  # and a torn tail
     resumed = RunStore.open(tmp_path / "run.zarr", mode="r+")
     checkpoint = resumed.prepare_resume()
@@ -93,8 +109,10 @@ def test_resume_cuts_back_to_checkpoint_and_drops_half_written_state(tmp_path) -
 def test_xarray_opens_learner_outputs_with_named_dimensions(tmp_path) -> None:
     store = new_store(tmp_path / "run.zarr")
     store.learner("sm", 3, "f4", {}).append(
-        output=np.arange(12, dtype="f4").reshape(4, 3), seq=np.arange(4, dtype="u8"),
-        t=np.arange(4) / 10, latency_us=np.ones(4, "f4"),
+        output=np.arange(12, dtype="f4").reshape(4, 3),
+        seq=np.arange(4, dtype="u8"),
+        t=np.arange(4) / 10,
+        latency_us=np.ones(4, "f4"),
     )
     store.set_status("complete")
     store.consolidate()
@@ -103,7 +121,9 @@ def test_xarray_opens_learner_outputs_with_named_dimensions(tmp_path) -> None:
     assert ds["seq"].dims == ("time",) and ds.sizes["time"] == 4
     np.testing.assert_array_equal(ds["output"].values[2], [6, 7, 8])
     attrs = json.loads((tmp_path / "run.zarr" / "zarr.json").read_text())["attributes"]
-    assert attrs["status"] == "complete" and attrs["streamlab"]["versions"]["zarr"] == zarr.__version__
+    assert (
+        attrs["status"] == "complete" and attrs["streamlab"]["versions"]["zarr"] == zarr.__version__
+    )
 
 
 def test_refuses_to_overwrite_or_open_what_is_not_a_run(tmp_path) -> None:
@@ -119,5 +139,10 @@ def test_refuses_to_overwrite_or_open_what_is_not_a_run(tmp_path) -> None:
 
 def test_memory_store_url_works(tmp_path) -> None:
     store = RunStore.create("memory://streamlab-test/run.zarr", config={}, source={})
-    store.learner("sm", 1, "f4", {}).append(output=np.ones((2, 1), "f4"), seq=np.arange(2, dtype="u8"), t=np.zeros(2), latency_us=np.zeros(2, "f4"))
+    store.learner("sm", 1, "f4", {}).append(
+        output=np.ones((2, 1), "f4"),
+        seq=np.arange(2, dtype="u8"),
+        t=np.zeros(2),
+        latency_us=np.zeros(2, "f4"),
+    )
     assert RunStore.open("memory://streamlab-test/run.zarr").learner("sm").rows == 2

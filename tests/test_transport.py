@@ -37,7 +37,9 @@ def push_pull(endpoint):
 
 
 def frame(seq: int, n: int = 3, m: int = 1, dtype: str = "<f4", value: float = 1.0) -> Frame:
-    return Frame("rig/spikes", np.full((m, n), value, dtype=dtype), seq, seq / 100.0, "spikes", 100.0)
+    return Frame(
+        "rig/spikes", np.full((m, n), value, dtype=dtype), seq, seq / 100.0, "spikes", 100.0
+    )
 
 
 def test_gap_detected_by_seq_and_stream_goes_on(push_pull) -> None:
@@ -62,9 +64,23 @@ def test_each_bad_message_is_rejected_recorded_and_skipped(push_pull) -> None:
     publisher.hello("rig/spikes", 0, 0.0, {"n_channels": 3})
     publisher.send(frame(0))
     publisher.send_raw([b"rig/spikes", b"{oops", b""])  # bad JSON
-    publisher.send_raw([b"rig/spikes", b'{"v": 1, "seq": 1, "t": 0, "kind": "spikes", "shape": [1, 3]}', b"x" * 12])
-    publisher.send_raw([b"rig/spikes", b'{"v": 1, "seq": 1, "t": 0, "kind": "spikes", "dtype": "<f4", "shape": [1, 3]}', b"x" * 5])
-    publisher.send_raw([b"rig/spikes", b'{"v": 9, "seq": 1, "t": 0, "kind": "spikes", "dtype": "<f4", "shape": [1, 3]}', b"x" * 12])
+    publisher.send_raw(
+        [b"rig/spikes", b'{"v": 1, "seq": 1, "t": 0, "kind": "spikes", "shape": [1, 3]}', b"x" * 12]
+    )
+    publisher.send_raw(
+        [
+            b"rig/spikes",
+            b'{"v": 1, "seq": 1, "t": 0, "kind": "spikes", "dtype": "<f4", "shape": [1, 3]}',
+            b"x" * 5,
+        ]
+    )
+    publisher.send_raw(
+        [
+            b"rig/spikes",
+            b'{"v": 9, "seq": 1, "t": 0, "kind": "spikes", "dtype": "<f4", "shape": [1, 3]}',
+            b"x" * 12,
+        ]
+    )
     publisher.send(frame(1, value=np.nan))  # NaN in a stream that did not allow it
     publisher.send(frame(1, n=5))  # channel count changed
     publisher.send(frame(1))
@@ -75,7 +91,13 @@ def test_each_bad_message_is_rejected_recorded_and_skipped(push_pull) -> None:
     assert [f.seq for f in frames] == [0, 1, 2]
     rejections = [e for e in source.drain_events() if isinstance(e, Rejection)]
     assert [r.code for r in rejections] == [
-        Reject.JSON, Reject.FIELD, Reject.SIZE, Reject.VERSION, Reject.NONFINITE, Reject.CHANNELS, Reject.SEQ,
+        Reject.JSON,
+        Reject.FIELD,
+        Reject.SIZE,
+        Reject.VERSION,
+        Reject.NONFINITE,
+        Reject.CHANNELS,
+        Reject.SEQ,
     ]
     assert rejections[4].seq == 1 and rejections[6].seq == 0
     assert "dtype" in rejections[1].detail
@@ -92,7 +114,9 @@ def test_hello_may_allow_nonfinite_values(push_pull) -> None:
     assert len(frames) == 1 and source.n_rejected == 0
 
 
-def test_restart_with_new_hello_is_a_recorded_restart_and_new_channel_count_refused(push_pull) -> None:
+def test_restart_with_new_hello_is_a_recorded_restart_and_new_channel_count_refused(
+    push_pull,
+) -> None:
     publisher, source = push_pull
     publisher.hello("rig/spikes", 0, 0.0, {"n_channels": 3})
     publisher.send(frame(0))
@@ -105,7 +129,11 @@ def test_restart_with_new_hello_is_a_recorded_restart_and_new_channel_count_refu
     frames = [m for m in receive_all(source) if isinstance(m, Frame)]
     assert [f.seq for f in frames] == [0, 1, 0, 1]
     events = source.drain_events()
-    assert isinstance(events[0], Gap) and (events[0].reason, events[0].first_seq, events[0].n_missing) == ("restart", 0, 0)
+    assert isinstance(events[0], Gap) and (
+        events[0].reason,
+        events[0].first_seq,
+        events[0].n_missing,
+    ) == ("restart", 0, 0)
     assert isinstance(events[1], Rejection) and events[1].code == Reject.CHANNELS
     assert "start a new run" in events[1].detail
 
@@ -125,7 +153,9 @@ def test_push_pull_replay_loses_nothing_under_backpressure(endpoint) -> None:
     source = ZmqSource(publisher.endpoint, pattern="pull", hwm=10)
     data = np.arange(3000 * 4, dtype="<u2").reshape(3000, 4)
     sender = threading.Thread(
-        target=play, args=(publisher, "replay/x", [data]), kwargs={"rate": 1000.0, "realtime": False, "hello_every": None}
+        target=play,
+        args=(publisher, "replay/x", [data]),
+        kwargs={"rate": 1000.0, "realtime": False, "hello_every": None},
     )
     sender.start()
     received = []

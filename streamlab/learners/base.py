@@ -103,7 +103,7 @@ class Learner(base.Transformer, abc.ABC):
         return self._n_features
 
     def initialize(self, n_features: int, batch: int = 1) -> None:
-        """Allocate state for `batch` streams of `n_features` channels (done by the first sample)."""
+        """Allocate state for `batch` streams of `n_features` channels (the first sample does)."""
         if n_features < 1 or batch < 1:
             raise InputShapeError(
                 f"need at least one channel and one stream, got n={n_features}, B={batch}"
@@ -188,7 +188,8 @@ class Learner(base.Transformer, abc.ABC):
         for name, tensor in self._state_tensors().items():
             if name not in state:
                 raise ConfigError(
-                    f"state for {type(self).__name__} lacks {name!r}; was it saved by another learner?"
+                    f"state for {type(self).__name__} lacks {name!r}; "
+                    "was it saved by another learner?"
                 )
             value = torch.as_tensor(
                 np.asarray(state[name])
@@ -197,7 +198,8 @@ class Learner(base.Transformer, abc.ABC):
             )
             if tuple(value.shape) != tuple(tensor.shape):
                 raise ConfigError(
-                    f"state {name!r} has shape {tuple(value.shape)}, learner expects {tuple(tensor.shape)}"
+                    f"state {name!r} has shape {tuple(value.shape)}, "
+                    f"learner expects {tuple(tensor.shape)}"
                 )
             tensor.copy_(value.to(device=tensor.device, dtype=tensor.dtype))
         self._steps = int(state["_steps"])

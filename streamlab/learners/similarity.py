@@ -169,7 +169,7 @@ def subspace_error(filters: np.ndarray, basis: np.ndarray) -> float:
 
 
 def principal_angles(filters: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """Principal angles (radians, ascending) between row space of `filters` and columns of `basis`."""
+    """Principal angles (radians, ascending) between rows of `filters` and columns of `basis`."""
     q_f, _ = np.linalg.qr(np.asarray(filters, dtype=np.float64).T)
     q_u, _ = np.linalg.qr(np.asarray(basis, dtype=np.float64))
     cosines = np.clip(np.linalg.svd(q_f.T @ q_u, compute_uv=False), -1.0, 1.0)

@@ -1,1 +1,2 @@
-"""Simulated rigs with known ground truth: Poisson and calcium populations driven by a latent linear dynamical system."""
+"""Simulated rigs with known ground truth: Poisson and calcium populations driven by a latent
+linear dynamical system."""

@@ -33,7 +33,7 @@ def run_rig(
 
     `startup_delay` gives subscribers time to connect before the hello (PUB drops what is sent
     before a subscriber joins); `on_bound(endpoint)` is called with the bound address."""
-    n_samples = int(round(seconds * population.rate))
+    n_samples = round(seconds * population.rate)
     with Publisher(endpoint, pattern=pattern) as publisher:
         if on_bound is not None:
             on_bound(publisher.endpoint)

@@ -70,16 +70,19 @@ def describe_text(info: dict[str, Any]) -> str:
     ]
     if info["status"] == "running":
         lines.append(
-            "          (if no process is writing it, the run was killed: continue it with attach --resume)"
+            "          (if no process is writing it, the run was killed: "
+            "continue it with attach --resume)"
         )
     stream = info["stream"]
     if stream:
         lines.append(
-            f"stream    {stream.get('name')}: {stream.get('n_channels')} channels, {stream.get('kind')}, rate {stream.get('rate')} Hz"
+            f"stream    {stream.get('name')}: {stream.get('n_channels')} channels, "
+            f"{stream.get('kind')}, rate {stream.get('rate')} Hz"
         )
     for name, learner in info["learners"].items():
         lines.append(
-            f"learner   {name} ({learner['learner'].get('class', '?')}): {learner['rows']:,d} rows x "
+            f"learner   {name} ({learner['learner'].get('class', '?')}): "
+            f"{learner['rows']:,d} rows x "
             f"{learner['outputs']} outputs, seq {learner['first_seq']}..{learner['last_seq']}, "
             f"{learner['checkpoints']} checkpoints"
         )
@@ -88,7 +91,8 @@ def describe_text(info: dict[str, Any]) -> str:
     )
     for gap in info["gaps"]["rows"][:5]:
         lines.append(
-            f"          {gap['stream']} from seq {gap['first_seq']}: {gap['n_missing']} missing ({gap['reason']})"
+            f"          {gap['stream']} from seq {gap['first_seq']}: "
+            f"{gap['n_missing']} missing ({gap['reason']})"
         )
     by_code = ", ".join(f"{k} {v}" for k, v in sorted(info["rejected"]["by_code"].items()))
     lines.append(f"rejected  {info['rejected']['count']}" + (f" ({by_code})" if by_code else ""))

@@ -18,6 +18,7 @@ import datetime as dt
 import os
 import platform
 import shutil
+import threading
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -31,6 +32,7 @@ from streamlab.errors import StoreError
 from streamlab.store.table import Column, Table
 
 FORMAT_VERSION = 1
+_CONSOLIDATE_LOCK = threading.Lock()
 GAP_COLUMNS = {
     "stream": Column(str, ("gap",)),
     "first_seq": Column("u8", ("gap",)),
@@ -252,7 +254,9 @@ class RunStore:
 
     def consolidate(self) -> None:
         """Consolidate metadata once a run has ended, so `xarray.open_zarr` opens it directly."""
-        with warnings.catch_warnings():
+        # zarr warns that consolidation is not in the v3 spec; we know. catch_warnings changes
+        # process-wide state, so concurrent runs (mapped flow tasks) take turns.
+        with _CONSOLIDATE_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)
             zarr.consolidate_metadata(self.root.store, path=self.root.path or None)
 

@@ -64,7 +64,8 @@ class Table:
         """Append a block of rows to every column, then commit the new row count."""
         if set(blocks) != set(self.columns):
             raise StoreError(
-                f"append to {self.group.path} needs columns {sorted(self.columns)}, got {sorted(blocks)}"
+                f"append to {self.group.path} needs columns {sorted(self.columns)}, "
+                f"got {sorted(blocks)}"
             )
         lengths = {len(block) for block in blocks.values()}
         if len(lengths) != 1:

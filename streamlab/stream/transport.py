@@ -262,7 +262,12 @@ class ZmqSource:
             state.n_channels = n
         if state.expected_seq is not None and hello.seq > state.expected_seq:
             # samples were lost before this (periodic) hello: an ordinary gap
-            self._gap(hello.stream, state.expected_seq, hello.seq - state.expected_seq, state.next_gap_reason)
+            self._gap(
+                hello.stream,
+                state.expected_seq,
+                hello.seq - state.expected_seq,
+                state.next_gap_reason,
+            )
             state.next_gap_reason = "seq"
         elif state.expected_seq is not None and hello.seq < state.expected_seq:
             self._gap(hello.stream, hello.seq, 0, "restart")  # the rig restarted its numbering
