@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import Any
 
-from streamlab.errors import StreamlabError
+from streamlab.errors import ConfigError, StreamlabError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +152,7 @@ def _options(args: argparse.Namespace, pattern: str) -> Any:
     from streamlab.runner import AttachOptions
 
     if not args.learner and not getattr(args, "resume", False):
-        raise _usage("give at least one --learner, e.g. --learner sm:n_components=4")
+        raise ConfigError("give at least one --learner, e.g. --learner sm:n_components=4")
     return AttachOptions(
         store=args.store,
         learners=args.learner,
@@ -167,12 +167,6 @@ def _options(args: argparse.Namespace, pattern: str) -> Any:
         device=args.device,
         seed=args.seed,
     )
-
-
-def _usage(message: str) -> StreamlabError:
-    from streamlab.errors import ConfigError
-
-    return ConfigError(message)
 
 
 def _cmd_attach(args: argparse.Namespace) -> int:
@@ -209,7 +203,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     from streamlab.sim.lds import LatentPoissonPopulation
 
     if bool(args.publish) == bool(args.out):
-        raise _usage("give exactly one of --publish ENDPOINT or --out FILE.npz")
+        raise ConfigError("give exactly one of --publish ENDPOINT or --out FILE.npz")
     population = LatentPoissonPopulation(
         n_neurons=args.channels,
         n_latents=args.latents,

@@ -200,3 +200,40 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(tmp_path, endpoint) -> 
     # identical to an uninterrupted run over the samples that arrived: state resumed exactly
     np.testing.assert_array_equal(run.learner("sm").read("output"), offline_outputs(data[seq], 3))
     assert run.checkpoint_seqs("sm")[-1] == 7999
+
+
+def test_replay_cli_from_npz_then_from_the_recorded_store(tmp_path) -> None:
+    """A run that recorded its input replays exactly: same input, same outputs."""
+    session = tmp_path / "session.npz"
+    assert (
+        run_cli(
+            "sim", "--out", str(session), "--channels", "10", "--rate", "200", "--seconds", "4"
+        ).returncode
+        == 0
+    )
+    first = run_cli(
+        "replay",
+        str(session),
+        "--learner",
+        "sm:n_components=2",
+        "--store",
+        str(tmp_path / "a.zarr"),
+        "--record-input",
+        "--quiet",
+    )
+    assert first.returncode == 0, first.stderr
+    second = run_cli(
+        "replay",
+        str(tmp_path / "a.zarr"),
+        "--learner",
+        "sm:n_components=2",
+        "--store",
+        str(tmp_path / "b.zarr"),
+        "--quiet",
+    )
+    assert second.returncode == 0, second.stderr
+    a, b = RunStore.open(tmp_path / "a.zarr"), RunStore.open(tmp_path / "b.zarr")
+    assert a.learner("sm").rows == 800
+    np.testing.assert_array_equal(a.learner("sm").read("output"), b.learner("sm").read("output"))
+    np.testing.assert_array_equal(a.input().read("data"), np.load(session)["data"])
+    assert a.attrs["stream"]["rate"] == 200.0

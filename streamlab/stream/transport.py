@@ -232,21 +232,13 @@ class ZmqSource:
                 f"frame seq {message.seq} holds NaN/Inf; send finite values or declare "
                 '"allow_nonfinite": true in the hello',
             )
-        if state.expected_seq is not None:
-            if message.seq < state.expected_seq:
-                raise ProtocolError(
-                    Reject.SEQ,
-                    f"seq {message.seq} went backwards (expected {state.expected_seq}); duplicate "
-                    "or reordered frame; a restarted rig must send a new hello",
-                )
-            if message.seq > state.expected_seq:
-                self._gap(
-                    message.stream,
-                    state.expected_seq,
-                    message.seq - state.expected_seq,
-                    state.next_gap_reason,
-                )
-        state.next_gap_reason = "seq"
+        if state.expected_seq is not None and message.seq < state.expected_seq:
+            raise ProtocolError(
+                Reject.SEQ,
+                f"seq {message.seq} went backwards (expected {state.expected_seq}); duplicate "
+                "or reordered frame; a restarted rig must send a new hello",
+            )
+        self._jump_to(state, message.stream, message.seq)
         state.expected_seq = message.seq + message.n_samples
 
     def _admit_hello(self, state: StreamState, hello: Control) -> None:
@@ -260,20 +252,19 @@ class ZmqSource:
             )
         if isinstance(n, int):
             state.n_channels = n
-        if state.expected_seq is not None and hello.seq > state.expected_seq:
-            # samples were lost before this (periodic) hello: an ordinary gap
-            self._gap(
-                hello.stream,
-                state.expected_seq,
-                hello.seq - state.expected_seq,
-                state.next_gap_reason,
-            )
-            state.next_gap_reason = "seq"
-        elif state.expected_seq is not None and hello.seq < state.expected_seq:
+        if state.expected_seq is not None and hello.seq < state.expected_seq:
             self._gap(hello.stream, hello.seq, 0, "restart")  # the rig restarted its numbering
+        else:  # a periodic hello after lost samples is an ordinary gap
+            self._jump_to(state, hello.stream, hello.seq)
         state.expected_seq = hello.seq
         state.meta = hello.meta
         state.allow_nonfinite = bool(hello.meta.get("allow_nonfinite", False))
+
+    def _jump_to(self, state: StreamState, stream: str, seq: int) -> None:
+        """Record the samples from the expected seq up to `seq` as missing (if any)."""
+        if state.expected_seq is not None and seq > state.expected_seq:
+            self._gap(stream, state.expected_seq, seq - state.expected_seq, state.next_gap_reason)
+        state.next_gap_reason = "seq"
 
     def _gap(self, stream: str, first: int, missing: int, reason: str) -> None:
         self.n_gaps += 1
