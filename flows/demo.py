@@ -23,6 +23,7 @@ def run_pipeline(endpoint: str, store: str, seconds: float, n_components: int) -
         learners=[f"sm:n_components={n_components}"],
         record_input=True,
         checkpoint_every=250,
+        keep_checkpoints=0,  # the report plots every checkpoint
         overwrite=True,
     )
     progress = attach(

@@ -131,12 +131,16 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint-every",
         type=int,
-        default=1000,
+        default=5000,
         metavar="N",
-        help="samples between checkpoints",
+        help="samples between checkpoints (default 5000)",
     )
     parser.add_argument(
-        "--keep-checkpoints", type=int, default=0, metavar="N", help="keep the newest N (0: all)"
+        "--keep-checkpoints",
+        type=int,
+        default=10,
+        metavar="N",
+        help="keep the newest N (0: all; default 10)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
     parser.add_argument(

@@ -61,7 +61,7 @@ class Pipeline:
         sinks: Sequence[Sink] = (),
         *,
         stream: str | None = None,
-        checkpoint_every: int = 1000,
+        checkpoint_every: int = 5000,
         report_every: float = 1.0,
         on_progress: Callable[[Progress], None] | None = None,
         resume: ResumePoint | None = None,

@@ -31,8 +31,8 @@ class AttachOptions:
     resume: bool = False
     overwrite: bool = False
     record_input: bool = False
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 0
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 10
     device: str = "auto"
     seed: int | None = 0
 

@@ -4,6 +4,7 @@ ZeroMQ publisher that sends each learner's output back, tagged with the input sa
 from __future__ import annotations
 
 import abc
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamlab.errors import StoreError
 from streamlab.learners.base import Learner
 from streamlab.store.run_store import Checkpoint, RunStore
 from streamlab.store.writer import StoreWriter
@@ -67,7 +69,8 @@ class Sink(abc.ABC):
 
 class ZarrSink(Sink):
     """Buffers rows (on the learners' device, so no per-sample host copy) and hands full blocks,
-    or every `flush_interval` seconds what there is, to a `StoreWriter` thread."""
+    or every `flush_interval` seconds what there is, to a `StoreWriter` process. The store must be
+    reachable from another process: a local path or a remote URL, not `memory://`."""
 
     def __init__(
         self,
@@ -76,14 +79,14 @@ class ZarrSink(Sink):
         block_rows: int = 1024,
         flush_interval: float = 0.5,
         record_input: bool = False,
-        keep_checkpoints: int = 0,
+        keep_checkpoints: int = 10,
     ) -> None:
         self.store = store
         self.block_rows = block_rows
         self.flush_interval = flush_interval
         self.record_input = record_input
         self.keep_checkpoints = keep_checkpoints
-        self.writer = StoreWriter()
+        self.writer = StoreWriter(store.path)
         self._names: list[str] = []
         self._fill = 0
         self._last_flush = time.perf_counter()
@@ -114,7 +117,7 @@ class ZarrSink(Sink):
             self._input = np.zeros((R, stream.n_channels), dtype=np.dtype(stream.dtype))
             self._input_rows = self.store.input(stream.n_channels, np.dtype(stream.dtype).str).rows
         self._gap_rows = self.store.gaps.rows
-        self.writer.submit(self.store.set_stream, stream.to_dict())
+        self.writer.submit(RunStore.set_stream, stream.to_dict())
 
     def on_frame(
         self, frame: Frame, outputs: dict[str, torch.Tensor], latency_ns: np.ndarray
@@ -150,7 +153,7 @@ class ZarrSink(Sink):
             self.flush()
 
     def flush(self) -> None:
-        """Hand buffered rows and events to the writer thread."""
+        """Hand buffered rows and events to the writer process."""
         self._last_flush = time.perf_counter()
         n = self._fill
         if n and self._names:
@@ -158,71 +161,75 @@ class ZarrSink(Sink):
             for i, name in enumerate(self._names):
                 block = self._out[name][:n].to("cpu", copy=True).numpy()
                 latency = self._latency[i, :n].copy()
-                self.writer.submit(_append_learner, self.store, name, block, seq, t, latency)
+                self.writer.submit(RunStore.append_learner, name, block, seq, t, latency)
                 self._rows_submitted[name] += n
             if self.record_input:
-                self.writer.submit(_append_input, self.store, self._input[:n].copy(), seq, t)
+                self.writer.submit(RunStore.append_input, self._input[:n].copy(), seq, t)
                 self._input_rows += n
         self._fill = 0
         if self._pending_gaps:
             gaps, self._pending_gaps = self._pending_gaps, []
-            self.writer.submit(_append_gaps, self.store, gaps)
+            self.writer.submit(RunStore.append_events, "gaps", _gap_columns(gaps))
             self._gap_rows += len(gaps)
         if self._pending_rejections:
             rejections, self._pending_rejections = self._pending_rejections, []
-            self.writer.submit(_append_rejections, self.store, rejections)
+            self.writer.submit(RunStore.append_events, "rejected", _rejection_columns(rejections))
 
     def on_checkpoint(self, checkpoint: Checkpoint, states: dict[str, dict[str, Any]]) -> None:
         self.flush()
         checkpoint.rows = dict(self._rows_submitted)
         checkpoint.input_rows = self._input_rows
         checkpoint.gap_rows = self._gap_rows
-        self.writer.submit(self.store.write_checkpoint, checkpoint, states, self.keep_checkpoints)
+        host_states = {name: _to_host(state) for name, state in states.items()}
+        self.writer.submit(
+            RunStore.write_checkpoint, checkpoint, host_states, self.keep_checkpoints
+        )
         self.checkpoints += 1
 
     def close(self, status: str, error: str | None = None) -> None:
+        """Flush, then set the final status and consolidate, all through the writer so they
+        land after every row; if the writer itself failed, record the failure directly."""
         try:
             self.flush()
+            self.writer.submit(RunStore.set_status, status, error)
+            self.writer.submit(RunStore.consolidate)
             self.writer.drain()
+        except StoreError as exc:
+            self.writer.close()
+            with contextlib.suppress(
+                StoreError, OSError, ValueError
+            ):  # unwritable: the error says so
+                RunStore.open(self.store.path, mode="r+").set_status("failed", error or str(exc))
+            raise
         finally:
             self.writer.close()
-            self.store.set_status(status, error)
-            self.store.consolidate()
 
 
-def _append_learner(
-    store: RunStore,
-    name: str,
-    output: np.ndarray,
-    seq: np.ndarray,
-    t: np.ndarray,
-    latency: np.ndarray,
-) -> None:
-    store.learner(name).append(output=output, seq=seq, t=t, latency_us=latency)
+def _to_host(state: dict[str, Any]) -> dict[str, Any]:
+    """A state_dict with tensors as NumPy arrays, ready to cross to the writer process."""
+    return {
+        k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in state.items()
+    }
 
 
-def _append_input(store: RunStore, data: np.ndarray, seq: np.ndarray, t: np.ndarray) -> None:
-    store.input().append(data=data, seq=seq, t=t)
+def _gap_columns(gaps: list[Gap]) -> dict[str, np.ndarray]:
+    return {
+        "stream": np.array([g.stream for g in gaps], dtype=object),
+        "first_seq": np.array([g.first_seq for g in gaps], dtype=np.uint64),
+        "n_missing": np.array([g.n_missing for g in gaps], dtype=np.uint64),
+        "reason": np.array([g.reason for g in gaps], dtype=object),
+        "wall_time": np.array([g.wall_time for g in gaps], dtype=np.float64),
+    }
 
 
-def _append_gaps(store: RunStore, gaps: list[Gap]) -> None:
-    store.gaps.append(
-        stream=np.array([g.stream for g in gaps], dtype=object),
-        first_seq=np.array([g.first_seq for g in gaps], dtype=np.uint64),
-        n_missing=np.array([g.n_missing for g in gaps], dtype=np.uint64),
-        reason=np.array([g.reason for g in gaps], dtype=object),
-        wall_time=np.array([g.wall_time for g in gaps], dtype=np.float64),
-    )
-
-
-def _append_rejections(store: RunStore, rejections: list[Rejection]) -> None:
-    store.rejected.append(
-        stream=np.array([r.stream for r in rejections], dtype=object),
-        code=np.array([str(r.code) for r in rejections], dtype=object),
-        detail=np.array([r.detail for r in rejections], dtype=object),
-        seq=np.array([r.seq for r in rejections], dtype=np.int64),
-        wall_time=np.array([r.wall_time for r in rejections], dtype=np.float64),
-    )
+def _rejection_columns(rejections: list[Rejection]) -> dict[str, np.ndarray]:
+    return {
+        "stream": np.array([r.stream for r in rejections], dtype=object),
+        "code": np.array([str(r.code) for r in rejections], dtype=object),
+        "detail": np.array([r.detail for r in rejections], dtype=object),
+        "seq": np.array([r.seq for r in rejections], dtype=np.int64),
+        "wall_time": np.array([r.wall_time for r in rejections], dtype=np.float64),
+    }
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

@@ -237,3 +237,66 @@ def test_replay_cli_from_npz_then_from_the_recorded_store(tmp_path) -> None:
     np.testing.assert_array_equal(a.learner("sm").read("output"), b.learner("sm").read("output"))
     np.testing.assert_array_equal(a.input().read("data"), np.load(session)["data"])
     assert a.attrs["stream"]["rate"] == 200.0
+
+
+def test_unwritable_store_stops_cleanly_and_resumes_once_space_is_back(tmp_path, endpoint) -> None:
+    """A real write failure: the attach process may not grow any file past 96 KiB (an
+    RLIMIT_FSIZE, as a full disk would refuse). The run must stop with a clear error, keep what
+    it committed readable, and `--resume` must finish the run once writes work again."""
+    import resource
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (96 * 1024, 96 * 1024))
+
+    data, _ = LatentPoissonPopulation(n_neurons=64, rate=1000.0, firing_rate=200.0, seed=5).sample(
+        20_000
+    )
+    store = tmp_path / "run.zarr"
+    publisher = Publisher(endpoint, pattern="push", send_timeout=120.0)
+    feeder = threading.Thread(
+        target=play,
+        args=(publisher, "rig/spikes", [data]),
+        kwargs={"rate": 5000.0, "realtime": True, "frame_samples": 10, "hello_every": None},
+        daemon=True,
+    )
+    common = [
+        "--pull",
+        "--store",
+        str(store),
+        "--until-eos",
+        "--quiet",
+        "--checkpoint-every",
+        "1000",
+    ]
+    feeder.start()
+    try:
+        failed = subprocess.run(
+            streamlab_command(
+                "attach", endpoint, "--learner", "sm:n_components=2", "--record-input", *common
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=small_files,
+            check=False,
+        )
+        assert failed.returncode == 1, failed.stderr
+        assert "writing the store failed" in failed.stderr and "File too large" in failed.stderr
+        assert "--resume" in failed.stderr
+        run = RunStore.open(store)
+        assert run.status == "failed" and "File too large" in run.attrs["error"]
+        committed = run.learner("sm").rows
+        assert 0 < committed < 20_000
+        np.testing.assert_array_equal(
+            run.input().read("data"), data[run.input().read("seq").astype(int)]
+        )
+        resumed = run_cli("attach", endpoint, "--resume", *common, "--seconds", "60", timeout=120)
+    finally:
+        feeder.join(timeout=60)
+        publisher.close(linger=0)
+    assert resumed.returncode == 0, resumed.stderr
+    run = RunStore.open(store)
+    assert run.status == "complete" and run.attrs["resumes"][0]["status_was"] == "failed"
+    seq = run.learner("sm").read("seq").astype(np.int64)
+    assert (np.diff(seq) > 0).all() and seq[-1] == 19_999
+    np.testing.assert_array_equal(run.learner("sm").read("output"), offline_outputs(data[seq], 2))

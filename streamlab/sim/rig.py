@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -27,7 +27,7 @@ def run_rig(
     frame_samples: int = 1,
     startup_delay: float = 0.5,
     stop: threading.Event | None = None,
-    on_bound: callable | None = None,
+    on_bound: Callable[[str], None] | None = None,
 ) -> int:
     """Publish `seconds` of the population on `endpoint`; returns the samples sent.
 

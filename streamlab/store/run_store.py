@@ -210,6 +210,22 @@ class RunStore:
             self.root.require_group(key).attrs["learner"] = info or {}
         return self._table(key, learner_columns(n_outputs, dtype))
 
+    def append_learner(
+        self, name: str, output: np.ndarray, seq: np.ndarray, t: np.ndarray, latency_us: np.ndarray
+    ) -> None:
+        """Append a block of rows to learner `name` and commit them."""
+        self.learner(name).append(output=output, seq=seq, t=t, latency_us=latency_us)
+
+    def append_input(self, data: np.ndarray, seq: np.ndarray, t: np.ndarray) -> None:
+        """Append a block of raw input rows and commit them."""
+        self.input().append(data=data, seq=seq, t=t)
+
+    def append_events(self, table: str, columns: dict[str, np.ndarray]) -> None:
+        """Append rows to `events/gaps` (table="gaps") or `events/rejected` ("rejected")."""
+        if table not in ("gaps", "rejected"):
+            raise StoreError(f"no event table {table!r}; use 'gaps' or 'rejected'")
+        (self.gaps if table == "gaps" else self.rejected).append(**columns)
+
     def learner_names(self) -> list[str]:
         if "learners" not in self.root:
             return []

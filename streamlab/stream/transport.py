@@ -4,6 +4,7 @@ every message, tracks each stream's `seq` to find gaps, and records what it reje
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -180,7 +181,7 @@ class ZmqSource:
         deadline = time.monotonic() + timeout
         while True:
             remaining = max(0.0, deadline - time.monotonic())
-            if not self._sock.poll(int(remaining * 1000)):
+            if not self._sock.poll(math.ceil(remaining * 1000)):
                 return None
             parts = self._sock.recv_multipart(copy=False)
             received_ns = time.perf_counter_ns()
