@@ -4,6 +4,7 @@ publishing."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -154,7 +155,7 @@ def replay(
 
     feeder = threading.Thread(target=feed, name="streamlab-replay", daemon=True)
     feeder.start()
-    options = AttachOptions(**{**options.__dict__, "pattern": "pull", "topic": ""})
+    options = dataclasses.replace(options, pattern="pull", topic="")
     try:
         return attach(publisher.endpoint, options, on_progress=on_progress)
     finally:

@@ -126,6 +126,32 @@ def test_gap_and_malformed_messages_are_stored_with_reasons(tmp_path, endpoint) 
     assert summary["rejected"]["by_code"]["nonfinite"] == 1
 
 
+def paced_feeder(
+    endpoint: str, data: np.ndarray, **play_kwargs
+) -> tuple[Publisher, threading.Thread]:
+    """A rig replaying `data` in real time over PUSH from a thread (not started yet)."""
+    publisher = Publisher(endpoint, pattern="push", send_timeout=120.0)
+    feeder = threading.Thread(
+        target=play,
+        args=(publisher, "rig/spikes", [data]),
+        kwargs={"realtime": True, **play_kwargs},
+        daemon=True,
+    )
+    return publisher, feeder
+
+
+def attach_args(store: Path, checkpoint_every: int) -> list[str]:
+    return [
+        "--pull",
+        "--store",
+        str(store),
+        "--until-eos",
+        "--quiet",
+        "--checkpoint-every",
+        str(checkpoint_every),
+    ]
+
+
 def wait_for_checkpoint(store: Path, min_seq: int, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -143,22 +169,8 @@ def wait_for_checkpoint(store: Path, min_seq: int, timeout: float = 60) -> int:
 def test_kill_9_then_resume_gives_the_uninterrupted_rows(tmp_path, endpoint) -> None:
     data, _ = LatentPoissonPopulation(n_neurons=16, rate=2000.0, seed=2).sample(8000)
     store = tmp_path / "run.zarr"
-    publisher = Publisher(endpoint, pattern="push", send_timeout=60.0)
-    feeder = threading.Thread(
-        target=play,
-        args=(publisher, "rig/spikes", [data]),
-        kwargs={"rate": 2000.0, "realtime": True, "meta": {"n_channels": 16}},
-        daemon=True,
-    )
-    common = [
-        "--pull",
-        "--store",
-        str(store),
-        "--until-eos",
-        "--quiet",
-        "--checkpoint-every",
-        "200",
-    ]
+    publisher, feeder = paced_feeder(endpoint, data, rate=2000.0, meta={"n_channels": 16})
+    common = attach_args(store, checkpoint_every=200)
     first = subprocess.Popen(
         streamlab_command("attach", endpoint, "--learner", "sm:n_components=3", *common),
         stdout=subprocess.DEVNULL,
@@ -252,22 +264,10 @@ def test_unwritable_store_stops_cleanly_and_resumes_once_space_is_back(tmp_path,
         20_000
     )
     store = tmp_path / "run.zarr"
-    publisher = Publisher(endpoint, pattern="push", send_timeout=120.0)
-    feeder = threading.Thread(
-        target=play,
-        args=(publisher, "rig/spikes", [data]),
-        kwargs={"rate": 5000.0, "realtime": True, "frame_samples": 10, "hello_every": None},
-        daemon=True,
+    publisher, feeder = paced_feeder(
+        endpoint, data, rate=5000.0, frame_samples=10, hello_every=None
     )
-    common = [
-        "--pull",
-        "--store",
-        str(store),
-        "--until-eos",
-        "--quiet",
-        "--checkpoint-every",
-        "1000",
-    ]
+    common = attach_args(store, checkpoint_every=1000)
     feeder.start()
     try:
         failed = subprocess.run(
