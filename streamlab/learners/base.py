@@ -235,3 +235,50 @@ class Learner(base.Transformer, abc.ABC):
     @property
     def _is_stochastic(self) -> bool:
         return True
+
+    # -- pickling: a torch.Generator pickles with a memory address in it, so equal learners
+    # would pickle differently; its state travels as bytes instead
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        generator = state.pop("_generator", None)
+        if generator is not None:
+            state["_generator_bytes"] = bytes(generator.get_state().numpy().tobytes())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        generator_bytes = state.pop("_generator_bytes", None)
+        self.__dict__.update(state)
+        if generator_bytes is not None:
+            self._generator = torch.Generator(device=self._device)
+            self._generator.set_state(
+                torch.frombuffer(bytearray(generator_bytes), dtype=torch.uint8)
+            )
+
+
+class TargetLearner(Learner):
+    """A learner whose `step(x, y)` takes a per-sample signal y besides the input: a target, a
+    second view, or a cost. `_pending` holds it as a (B, q) tensor (None when not given) during
+    `_update`."""
+
+    _pending: torch.Tensor | None = None
+
+    def step(self, x: torch.Tensor | np.ndarray, y: Any = None) -> torch.Tensor:
+        """Infer on `x` ((n,) or (B, n)), then learn using `y` ((q,) or (B, q); None: no signal).
+        Returns the output, (k,) or (B, k)."""
+        self._pending = None if y is None else self._as_signal(y, np.ndim(x) == 2, len(x))
+        try:
+            return super().step(x)
+        finally:
+            self._pending = None
+
+    def _as_signal(self, y: Any, batched: bool, rows: int) -> torch.Tensor:
+        if not isinstance(y, torch.Tensor):
+            y = torch.as_tensor(np.asarray(y, dtype=np.float64))
+        y = y.to(device=self._device, dtype=self._torch_dtype)
+        batch = rows if batched else 1
+        if y.numel() % batch or y.ndim > 2 or (batched and y.ndim == 2 and y.shape[0] != batch):
+            raise InputShapeError(
+                f"{type(self).__name__}.step got y of shape {tuple(y.shape)} for "
+                f"{batch} stream(s); give (q,) for one sample or (B, q) for a batch"
+            )
+        return y.reshape(batch, -1)

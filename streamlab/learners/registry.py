@@ -9,10 +9,14 @@ from typing import Any
 
 from streamlab.errors import ConfigError
 from streamlab.learners.base import Learner
+from streamlab.learners.control import AdaptiveKalmanDecoder, BioOFC, KalmanFilter
 from streamlab.learners.similarity import SimilarityMatching
 
 LEARNERS: dict[str, type[Learner]] = {
     "sm": SimilarityMatching,
+    "kalman": KalmanFilter,
+    "akd": AdaptiveKalmanDecoder,
+    "bio_ofc": BioOFC,
 }
 
 
