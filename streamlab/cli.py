@@ -102,6 +102,20 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--realtime", action="store_true", help="pace at the recorded rate")
     replay.set_defaults(handler=_cmd_replay)
 
+    plant = sub.add_parser(
+        "plant",
+        help="serve the double-integrator plant in closed loop: observations and cost out, "
+        "controls back (attach with --pull --learner bio_ofc:delay=D,y=cost --publish CONTROL)",
+    )
+    plant.add_argument("--publish", required=True, help="endpoint to bind for observations")
+    plant.add_argument("--control", required=True, help="endpoint of the controller's output")
+    plant.add_argument("--episodes", type=int, default=1000)
+    plant.add_argument("--delay", type=int, default=1, help="sensory delay in steps")
+    plant.add_argument("--learner", default="bio_ofc", help="name of the controlling learner")
+    plant.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a control")
+    plant.add_argument("--seed", type=int, default=0)
+    plant.set_defaults(handler=_cmd_plant)
+
     inspect = sub.add_parser(
         "inspect", help="what a store holds: learners, rows, gaps, rejects, status"
     )
@@ -250,6 +264,32 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         on_bound=lambda ep: print(f"sim: publishing {stream} on {ep}", file=sys.stderr, flush=True),
     )
     print(f"sim: sent {sent} samples", file=sys.stderr)
+    return 0
+
+
+def _cmd_plant(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from streamlab.sim.closed_loop import serve_plant
+    from streamlab.sim.plant import double_integrator, lqg_cost
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    costs = serve_plant(
+        double_integrator(args.delay, seed=args.seed),
+        args.publish,
+        args.control,
+        args.episodes,
+        control_topic=f"streamlab/{args.learner}",
+        timeout=args.timeout,
+        on_bound=lambda ep: print(f"plant: observations on {ep}", file=sys.stderr, flush=True),
+    )
+    optimum = lqg_cost(double_integrator(args.delay))
+    tenth = max(len(costs) // 10, 1)
+    print(
+        f"plant: {len(costs)} episodes; mean cost, first tenth {np.mean(costs[:tenth]):.2f}, "
+        f"last tenth {np.mean(costs[-tenth:]):.2f}; LQG optimum {optimum:.2f}",
+        file=sys.stderr,
+    )
     return 0
 
 

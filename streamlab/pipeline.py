@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from streamlab.errors import ConfigError
 from streamlab.learners.base import Learner
 from streamlab.metrics import LatencyStats, Progress, RateMeter
 from streamlab.sinks import Sink, StreamInfo
@@ -52,7 +53,9 @@ class Pipeline:
     """Run `learners` on the frames of `source`, sending results to `sinks`.
 
     The pipeline follows one data stream: the first whose frames arrive (or `stream` if given,
-    or the resumed one); frames of other streams are counted as ignored."""
+    or the resumed one); frames of other streams are counted as ignored. `targets` maps a
+    learner's name to the channels (hello names, or indices) it gets as y in `step(x, y)`; its
+    x is then the other channels."""
 
     def __init__(
         self,
@@ -65,9 +68,15 @@ class Pipeline:
         report_every: float = 1.0,
         on_progress: Callable[[Progress], None] | None = None,
         resume: ResumePoint | None = None,
+        targets: Mapping[str, Sequence[str | int]] | None = None,
     ) -> None:
         if not learners:
             raise ValueError("a pipeline needs at least one learner")
+        self.targets = {name: list(channels) for name, channels in (targets or {}).items()}
+        unknown = set(self.targets) - set(learners)
+        if unknown:
+            raise ConfigError(f"targets name learners {sorted(unknown)} that are not running")
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.source = source
         self.learners = dict(learners)
         self.sinks = list(sinks)
@@ -165,6 +174,9 @@ class Pipeline:
         return True
 
     def _start_stream(self, stream: StreamInfo) -> None:
+        self._splits = {
+            name: split_channels(stream, channels, name) for name, channels in self.targets.items()
+        }
         self._stream = stream
         for sink in self.sinks:
             sink.open(self.learners, stream)
@@ -182,10 +194,15 @@ class Pipeline:
         m = frame.n_samples
         latency = np.empty((len(self.learners), m), dtype=np.int64)
         collected: dict[str, list[torch.Tensor]] = {name: [] for name in self.learners}
+        views = {name: (x[:, xs], x[:, ys]) for name, (xs, ys) in self._splits.items()}
         for i in range(m):
             sample = x[i]
             for j, (name, learner) in enumerate(self.learners.items()):
-                collected[name].append(learner.step(sample))
+                if name in views:
+                    inputs, signal = views[name]
+                    collected[name].append(learner.step(inputs[i], signal[i]))
+                else:
+                    collected[name].append(learner.step(sample))
                 latency[j, i] = time.perf_counter_ns() - frame.received_ns
             self.latency.add(int(latency[-1, i]))
         outputs = {
@@ -251,3 +268,33 @@ class Pipeline:
             p.p50_us, p.p99_us = self.latency.recent_quantiles_us()
         if self.on_progress is not None:
             self.on_progress(p)
+
+
+def split_channels(
+    stream: StreamInfo, channels: Sequence[str | int], learner: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x columns, y columns) of `stream` for a learner taking `channels` as y: each channel is
+    a name from the stream's hello (`channels` list) or an index."""
+    names = stream.meta.get("channels")
+    names = [str(c) for c in names] if isinstance(names, list) else []
+    y: list[int] = []
+    for channel in channels:
+        text = str(channel)
+        if text in names:
+            y.append(names.index(text))
+        elif text.isdigit() and int(text) < stream.n_channels:
+            y.append(int(text))
+        else:
+            known = f"its channels are named {names}" if names else "its hello names no channels"
+            raise ConfigError(
+                f"learner {learner!r} takes y from channel {text!r}, which stream "
+                f"{stream.name!r} does not have ({stream.n_channels} channels; {known}); give "
+                f"names from the hello or indices 0..{stream.n_channels - 1}"
+            )
+    if len(set(y)) != len(y) or len(y) >= stream.n_channels:
+        raise ConfigError(
+            f"learner {learner!r}: y channels {list(channels)} must be distinct and leave at "
+            f"least one of the {stream.n_channels} channels for x"
+        )
+    x = [c for c in range(stream.n_channels) if c not in y]
+    return torch.tensor(x), torch.tensor(y)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from streamlab.errors import StoreError
-from streamlab.learners import LearnerSpec, build_learners, parse_spec
+from streamlab.learners import LearnerSpec, build_learners, learner_targets, parse_spec
 from streamlab.metrics import Progress
 from streamlab.pipeline import Pipeline, ResumePoint
 from streamlab.sessions import Session
@@ -65,6 +65,7 @@ def attach(
             checkpoint_every=options.checkpoint_every,
             on_progress=on_progress,
             resume=resume,
+            targets=learner_targets(store.attrs["streamlab"]["config"]["learners"]),
         )
         if on_pipeline is not None:
             on_pipeline(pipeline)

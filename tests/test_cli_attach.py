@@ -127,17 +127,29 @@ def test_gap_and_malformed_messages_are_stored_with_reasons(tmp_path, endpoint) 
 
 
 def paced_feeder(
-    endpoint: str, data: np.ndarray, **play_kwargs
-) -> tuple[Publisher, threading.Thread]:
-    """A rig replaying `data` in real time over PUSH from a thread (not started yet)."""
+    endpoint: str, data: np.ndarray, hold_at: int, *, rate: float, **play_kwargs
+) -> tuple[Publisher, threading.Thread, threading.Event]:
+    """A rig replaying `data` in real time over PUSH from a thread (not started yet). It sends
+    samples [0, hold_at), then holds the rest until the returned event is set: a run that falls
+    behind holds in its socket what the rig sent, and when that run dies (kill -9, a failed
+    write) it takes those samples and the eos with it, so the rest must wait for the resume."""
     publisher = Publisher(endpoint, pattern="push", send_timeout=120.0)
-    feeder = threading.Thread(
-        target=play,
-        args=(publisher, "rig/spikes", [data]),
-        kwargs={"realtime": True, **play_kwargs},
-        daemon=True,
-    )
-    return publisher, feeder
+    release = threading.Event()
+
+    def rig() -> None:
+        play(publisher, "rig/spikes", [data[:hold_at]], rate=rate, send_eos=False, **play_kwargs)
+        release.wait(60)
+        play(
+            publisher,
+            "rig/spikes",
+            [data[hold_at:]],
+            rate=rate,
+            first_seq=hold_at,
+            t0=hold_at / rate,
+            **play_kwargs,
+        )
+
+    return publisher, threading.Thread(target=rig, daemon=True), release
 
 
 def attach_args(store: Path, checkpoint_every: int) -> list[str]:
@@ -169,7 +181,9 @@ def wait_for_checkpoint(store: Path, min_seq: int, timeout: float = 60) -> int:
 def test_kill_9_then_resume_gives_the_uninterrupted_rows(tmp_path, endpoint) -> None:
     data, _ = LatentPoissonPopulation(n_neurons=16, rate=2000.0, seed=2).sample(8000)
     store = tmp_path / "run.zarr"
-    publisher, feeder = paced_feeder(endpoint, data, rate=2000.0, meta={"n_channels": 16})
+    publisher, feeder, resuming = paced_feeder(
+        endpoint, data, 5000, rate=2000.0, meta={"n_channels": 16}
+    )
     common = attach_args(store, checkpoint_every=200)
     first = subprocess.Popen(
         streamlab_command("attach", endpoint, "--learner", "sm:n_components=3", *common),
@@ -182,9 +196,11 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(tmp_path, endpoint) -> 
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
         assert json.loads((store / "zarr.json").read_text())["attributes"]["status"] == "running"
+        resuming.set()
         resumed = run_cli("attach", endpoint, "--resume", *common, timeout=120)
     finally:
         first.kill()
+        resuming.set()
         feeder.join(timeout=30)
         publisher.close(linger=0)
     assert resumed.returncode == 0, resumed.stderr
@@ -264,8 +280,8 @@ def test_unwritable_store_stops_cleanly_and_resumes_once_space_is_back(tmp_path,
         20_000
     )
     store = tmp_path / "run.zarr"
-    publisher, feeder = paced_feeder(
-        endpoint, data, rate=5000.0, frame_samples=10, hello_every=None
+    publisher, feeder, resuming = paced_feeder(
+        endpoint, data, 12_000, rate=5000.0, frame_samples=10, hello_every=None
     )
     common = attach_args(store, checkpoint_every=1000)
     feeder.start()
@@ -290,8 +306,10 @@ def test_unwritable_store_stops_cleanly_and_resumes_once_space_is_back(tmp_path,
         np.testing.assert_array_equal(
             run.input().read("data"), data[run.input().read("seq").astype(int)]
         )
+        resuming.set()
         resumed = run_cli("attach", endpoint, "--resume", *common, "--seconds", "60", timeout=120)
     finally:
+        resuming.set()
         feeder.join(timeout=60)
         publisher.close(linger=0)
     assert resumed.returncode == 0, resumed.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from streamlab.adapters.linear_track import bin_session, load_linear_track
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners.control import AdaptiveKalmanDecoder, BioOFC, KalmanFilter
@@ -24,6 +25,7 @@ from streamlab.sim.plant import (
     riccati_gains,
     run_episodes,
 )
+from tests.conftest import SHARED_DATA
 
 
 # -- the Kalman filter --------------------------------------------------------------------------
@@ -274,31 +276,8 @@ def test_bio_ofc_episodes_start_from_least_squares_estimate() -> None:
 TRAIN, TEST, AFTER = 4000, 2000, 4000
 
 
-def fit_offline(
-    counts: np.ndarray, velocity: np.ndarray, floor: float = 1e-3
-) -> tuple[KalmanFilter, np.ndarray]:
-    """The classical Kalman decoder: C, d by least squares of counts on [velocity, 1], diagonal R
-    from the residuals (floored like the adaptive decoder's), A and W by least squares on
-    consecutive velocities. Returns the filter (on counts - d) and d."""
-    regressors = np.c_[velocity, np.ones(len(velocity))]
-    theta = np.linalg.lstsq(regressors, counts, rcond=None)[0].T
-    noise = np.maximum((counts - regressors @ theta.T).var(0), floor)
-    A = np.linalg.lstsq(velocity[:-1], velocity[1:], rcond=None)[0].T
-    W = np.cov((velocity[1:] - velocity[:-1] @ A.T).T)
-    kf = KalmanFilter(
-        A=A.tolist(),
-        C=theta[:, :2].tolist(),
-        Q=W.tolist(),
-        R=np.diag(noise).tolist(),
-        device="cpu",
-        dtype="float64",
-    )
-    return kf, theta[:, 2]
-
-
-def decode(decoder: tuple[KalmanFilter, np.ndarray], counts: np.ndarray) -> np.ndarray:
-    kf, offset = decoder
-    return np.array([kf.step(row).numpy() for row in torch.from_numpy(counts - offset)])
+def decode(kf: KalmanFilter, counts: np.ndarray) -> np.ndarray:
+    return np.array([kf.step(row).numpy() for row in torch.from_numpy(counts)])
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:
@@ -322,9 +301,11 @@ def decoding_run() -> dict[str, np.ndarray]:
         torch.from_numpy(velocity.astype(np.float32)),
     )
     adaptive = np.array([decoder.step(x[t], y[t]).numpy() for t in range(len(x))])
-    fixed = fit_offline(counts[:TRAIN], velocity[:TRAIN])
+    fixed = KalmanFilter.fit(counts[:TRAIN], velocity[:TRAIN], device="cpu", dtype="float64")
     drift = TRAIN + TEST
-    refit = fit_offline(counts[drift:], velocity[drift:])  # an oracle fitted after the drift
+    refit = KalmanFilter.fit(
+        counts[drift:], velocity[drift:], device="cpu", dtype="float64"
+    )  # an oracle fitted after the drift
     return {
         "velocity": velocity,
         "adaptive": adaptive,
@@ -485,3 +466,39 @@ def test_cuda_matches_cpu_within_float32_tolerance() -> None:
             out_cpu = cpu.step(x[t], signal)
             out_gpu = gpu.step(x[t].cuda(), None if signal is None else signal.cuda())
             torch.testing.assert_close(out_gpu.cpu(), out_cpu, rtol=1e-3, atol=1e-4)
+
+
+# -- real data: position from hippocampal place cells --------------------------------------------
+LINEAR_TRACK = SHARED_DATA / "hc-linear-track"
+
+
+@pytest.mark.skipif(not LINEAR_TRACK.is_dir(), reason=f"{LINEAR_TRACK} is absent")
+def test_adaptive_decoder_on_the_linear_track_matches_an_offline_decoder() -> None:
+    """The 15 minutes of running, 31 units in 250 ms bins, position along the track (first
+    principal axis of the tracked x, y), standardised. The adaptive decoder (forgetting 0.995,
+    labels all along, each bin decoded before it is learned from) against the classical Kalman
+    decoder fitted offline on the first half, both scored on the second half. Measured: RMSE
+    0.60 (adaptive) vs 0.68 (offline) vs 0.875 (predicting the first half's mean); correlation
+    0.72 vs 0.64; adaptive RMSE by sixths of the session 0.68, 0.57, 0.66, 0.65, 0.62, 0.53."""
+    session = load_linear_track(LINEAR_TRACK)
+    start = session.position_t[0]
+    counts, xy, _ = bin_session(session, 0.25, start, start + 900.0)
+    centred = xy - xy.mean(0)
+    track = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+    position = (track / track.std())[:, None]
+    half = len(position) // 2
+    decoder = AdaptiveKalmanDecoder(n_components=1, forgetting=0.995, device="cpu")
+    x = torch.from_numpy(counts.astype(np.float32))
+    y = torch.from_numpy(position.astype(np.float32))
+    adaptive = np.array([decoder.step(x[t], y[t]).numpy() for t in range(len(x))])
+    offline = decode(
+        KalmanFilter.fit(counts[:half], position[:half], device="cpu", dtype="float64"), counts
+    )
+    test = slice(half, None)
+
+    def rmse(decoded: np.ndarray) -> float:
+        return float(np.sqrt(mse(decoded[test], position[test])))
+
+    chance = float(np.sqrt(((position[test] - position[:half].mean()) ** 2).mean()))
+    assert rmse(adaptive) < rmse(offline) < 0.85 * chance
+    assert np.corrcoef(adaptive[test, 0], position[test, 0])[0, 1] > 0.65

@@ -57,7 +57,7 @@ def test_cli_errors_say_what_to_do(tmp_path) -> None:
     assert (
         result.returncode == 1
         and "unknown learner 'nope'" in result.stderr
-        and "known: sm" in result.stderr
+        and "known: akd, bio_ofc" in result.stderr
     )
     result = run_cli("inspect", str(tmp_path / "missing.zarr"))
     assert result.returncode == 1 and "no streamlab store" in result.stderr

@@ -2,15 +2,28 @@
 Zarr or Prefect."""
 
 from streamlab.learners.base import Learner, resolve_device
-from streamlab.learners.registry import LEARNERS, LearnerSpec, build_learners, parse_spec
-from streamlab.learners.similarity import SimilarityMatching
+from streamlab.learners.registry import (
+    LEARNERS,
+    LearnerSpec,
+    build_learners,
+    learner_targets,
+    parse_spec,
+)
+from streamlab.learners.similarity import (
+    BioCCA,
+    NonnegativeSimilarityMatching,
+    SimilarityMatching,
+)
 
 __all__ = [
     "LEARNERS",
+    "BioCCA",
     "Learner",
     "LearnerSpec",
+    "NonnegativeSimilarityMatching",
     "SimilarityMatching",
     "build_learners",
+    "learner_targets",
     "parse_spec",
     "resolve_device",
 ]

@@ -22,21 +22,12 @@ import torch
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners.base import Learner, StateValue, TargetLearner
+from streamlab.learners.local_rules import bmv, outer
 
 Matrix = tuple[tuple[float, ...], ...] | list[list[float]]
 
 # The authors' tuned rates for the double-integrator task, by delay: (η for A, B, C, L; η_K).
 BIO_OFC_RATES = {1: (1e-2, 8.7e-6), 2: (5.5e-3, 8.0e-6), 3: (7.0e-3, 6.1e-6)}
-
-
-def _bmv(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
-    """Batched matrix-vector product: (B, i, j) @ (B, j) -> (B, i)."""
-    return torch.bmm(matrix, vector.unsqueeze(2)).squeeze(2)
-
-
-def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Batched outer product: (B, i), (B, j) -> (B, i, j)."""
-    return a.unsqueeze(2) * b.unsqueeze(1)
 
 
 def _symmetric(matrix: torch.Tensor) -> torch.Tensor:
@@ -51,7 +42,7 @@ def _information_update(
     eye = torch.eye(k, dtype=prior_cov.dtype, device=prior_cov.device)
     # solve_ex: no error check, so no device-to-host sync on CUDA
     cov = _symmetric(torch.linalg.solve_ex(eye + torch.bmm(prior_cov, J), prior_cov).result)
-    mean = prior_mean + _bmv(cov, h - _bmv(J, prior_mean))
+    mean = prior_mean + bmv(cov, h - bmv(J, prior_mean))
     return mean, cov
 
 
@@ -71,8 +62,8 @@ def _as_matrix(value: Any, name: str) -> np.ndarray:
 
 # -- the known-parameter reference ---------------------------------------------------------------
 class KalmanFilter(Learner):
-    """The Kalman filter with known model z_t = A z_{t-1} + w_t (w ~ N(0, Q)), x_t = C z_t + v_t
-    (v ~ N(0, R)): the optimal estimate of a linear-Gaussian latent, the reference for the
+    """The Kalman filter with known model z_t = A z_{t-1} + w_t (w ~ N(0, Q)), x_t = C z_t + d +
+    v_t (v ~ N(0, R)): the optimal estimate of a linear-Gaussian latent, the reference for the
     learners. `step(x)` predicts then updates on observation x and returns the posterior mean.
 
     Parameters
@@ -80,6 +71,8 @@ class KalmanFilter(Learner):
     A, C, Q, R
         The model, as nested lists or tuples of floats (k x k, n x k, k x k, n x n). Q and R may
         also be a number (times the identity). Required: no default model fits every stream.
+    d
+        Observation offset (n numbers, e.g. baseline firing rates); zeros when None.
     x0, P0
         Prior mean (k numbers) and covariance (k x k, or a number) of the state before the first
         sample; zeros and the identity when None.
@@ -99,6 +92,7 @@ class KalmanFilter(Learner):
         R: Matrix | float | None = None,
         x0: tuple[float, ...] | None = None,
         P0: Matrix | float | None = None,
+        d: tuple[float, ...] | None = None,
         device: str = "auto",
         dtype: str = "float32",
         seed: int | None = None,
@@ -107,6 +101,7 @@ class KalmanFilter(Learner):
         self.C = C
         self.Q = Q
         self.R = R
+        self.d = d
         self.x0 = x0
         self.P0 = P0
         self._init_common(device, dtype, seed)
@@ -125,8 +120,44 @@ class KalmanFilter(Learner):
         m0 = np.zeros(k) if x0 is None else np.asarray(x0, dtype=np.float64).reshape(-1)
         if m0.shape != (k,):
             raise ConfigError(f"x0 must have {k} entries, got {x0!r}")
+        offset = np.zeros(n) if d is None else np.asarray(d, dtype=np.float64).reshape(-1)
+        if offset.shape != (n,):
+            raise ConfigError(f"d must have {n} entries (one per row of C), got {d!r}")
         self.n_components = k
-        self._model = {"A": a, "C": c, "Q": q, "R": r, "P0": p0, "x0": m0}
+        self._model = {"A": a, "C": c, "Q": q, "R": r, "P0": p0, "x0": m0, "d": offset}
+
+    @classmethod
+    def fit(
+        cls,
+        x: np.ndarray,
+        z: np.ndarray,
+        noise_floor: float = 1e-3,
+        **params: Any,
+    ) -> KalmanFilter:
+        """The classical Kalman decoder of z from x fitted offline by least squares: C, d by
+        regressing x (T, n) on [z, 1] (z (T, k)), diagonal R from the residual variances
+        (floored), A by regressing z_t on z_{t-1} and Q from its residuals. `params` go to the
+        constructor (device, dtype)."""
+        x, z = np.asarray(x, dtype=np.float64), np.asarray(z, dtype=np.float64)
+        if x.ndim != 2 or z.ndim != 2 or len(x) != len(z) or len(x) < z.shape[1] + 2:
+            raise InputShapeError(
+                f"fit needs x (T, n) and z (T, k) with the same T > k + 1, got {x.shape} and "
+                f"{z.shape}"
+            )
+        regressors = np.c_[z, np.ones(len(z))]
+        theta = np.linalg.lstsq(regressors, x, rcond=None)[0].T
+        noise = np.maximum((x - regressors @ theta.T).var(0), noise_floor)
+        A = np.linalg.lstsq(z[:-1], z[1:], rcond=None)[0].T
+        Q = np.atleast_2d(np.cov((z[1:] - z[:-1] @ A.T).T))
+        k = z.shape[1]
+        return cls(
+            A=A.tolist(),
+            C=theta[:, :k].tolist(),
+            Q=Q.tolist(),
+            R=np.diag(noise).tolist(),
+            d=tuple(theta[:, k]),
+            **params,
+        )
 
     @staticmethod
     def _covariance(value: Any, size: int, name: str) -> np.ndarray:
@@ -157,13 +188,14 @@ class KalmanFilter(Learner):
         self._Q = self._tensor(model["Q"], batch)
         self._J = self._tensor(model["C"].T @ r_inv_c, batch)  # C^T R^-1 C
         self._H = self._tensor(r_inv_c.T)  # C^T R^-1, k x n
+        self._d = self._tensor(model["d"])
         self._mean = self._tensor(model["x0"], batch)
         self._cov = self._tensor(model["P0"], batch)
 
     def _posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        prior_mean = _bmv(self._A, self._mean)
+        prior_mean = bmv(self._A, self._mean)
         prior_cov = torch.bmm(torch.bmm(self._A, self._cov), self._A.transpose(1, 2)) + self._Q
-        return _information_update(prior_mean, prior_cov, self._J, x @ self._H.T)
+        return _information_update(prior_mean, prior_cov, self._J, (x - self._d) @ self._H.T)
 
     def _update(self, x: torch.Tensor) -> torch.Tensor:
         self._steps += 1
@@ -296,16 +328,25 @@ class AdaptiveKalmanDecoder(TargetLearner):
         self._cov = eye.repeat(batch, 1, 1)
         self._previous = self._zeros(batch, k)
         self._has_previous = self._zeros(batch)
+        self._labelled = self._zeros(batch)  # labelled samples, and pairs of them, per stream
+        self._pairs = self._zeros(batch)
 
     def _posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.n_components
         C, d = self._theta[:, :, :k], self._theta[:, :, k]
         scaled = C / self._noise.unsqueeze(2)  # R^-1 C, (B, n, k)
         J = torch.bmm(C.transpose(1, 2), scaled)
-        h = _bmv(scaled.transpose(1, 2), x - d)
-        prior_mean = _bmv(self._A, self._mean)
+        h = bmv(scaled.transpose(1, 2), x - d)
+        prior_mean = bmv(self._A, self._mean)
         prior_cov = torch.bmm(torch.bmm(self._A, self._cov), self._A.transpose(1, 2)) + self._W
         return _information_update(prior_mean, prior_cov, J, h)
+
+    def _average_rate(self, count: torch.Tensor) -> torch.Tensor:
+        """Rate of the running noise averages: 1/count at first (the plain mean of what was
+        seen, whatever the start value), then the forgetting rate 1 - λ once its memory of
+        about 1/(1 - λ) samples is full; with λ = 1 the plain mean throughout."""
+        floor = torch.full_like(count, 1.0 - self.forgetting)
+        return torch.maximum(1.0 / count.clamp(min=1.0), floor)
 
     def _rls_(
         self,
@@ -317,12 +358,12 @@ class AdaptiveKalmanDecoder(TargetLearner):
     ) -> torch.Tensor:
         """One masked RLS step with forgetting, in place; returns the a-posteriori residual."""
         lam = self.forgetting
-        Pphi = _bmv(P, regressor)
+        Pphi = bmv(P, regressor)
         denom = lam + (regressor * Pphi).sum(1, keepdim=True)
         gain = Pphi / denom * mask.unsqueeze(1)
-        residual = target - _bmv(theta, regressor)
-        theta.add_(_outer(residual, gain))
-        P.sub_(_outer(gain, Pphi))
+        residual = target - bmv(theta, regressor)
+        theta.add_(outer(residual, gain))
+        P.sub_(outer(gain, Pphi))
         P.copy_(_symmetric(P) * (1.0 + mask * (1.0 / lam - 1.0)).view(-1, 1, 1))
         return residual * (lam / denom)
 
@@ -343,13 +384,15 @@ class AdaptiveKalmanDecoder(TargetLearner):
         y = torch.nan_to_num(y)
         regressor = torch.cat([y, torch.ones_like(y[:, :1])], dim=1)
         residual = self._rls_(self._theta, self._P, regressor, x, mask)
-        rate = (1.0 - self.forgetting) * mask.unsqueeze(1)
+        self._labelled.add_(mask)
+        rate = (self._average_rate(self._labelled) * mask).unsqueeze(1)
         self._noise.add_(rate * (residual.square() - self._noise)).clamp_(min=self.noise_floor)
         if self.A is None:
             both = mask * self._has_previous
             dyn_residual = self._rls_(self._A, self._P_dyn, self._previous, y, both)
-            rate_w = ((1.0 - self.forgetting) * both).view(-1, 1, 1)
-            self._W.add_(rate_w * (_outer(dyn_residual, dyn_residual) - self._W))
+            self._pairs.add_(both)
+            rate_w = (self._average_rate(self._pairs) * both).view(-1, 1, 1)
+            self._W.add_(rate_w * (outer(dyn_residual, dyn_residual) - self._W))
         keep = mask.unsqueeze(1)
         self._previous.mul_(1.0 - keep).add_(keep * y)
         self._has_previous.copy_(torch.maximum(self._has_previous, mask))
@@ -370,6 +413,8 @@ class AdaptiveKalmanDecoder(TargetLearner):
             "cov": self._cov,
             "previous": self._previous,
             "has_previous": self._has_previous,
+            "labelled": self._labelled,
+            "pairs": self._pairs,
         }
 
     @property
@@ -567,20 +612,20 @@ class BioOFC(TargetLearner):
         # normal equations by solve_ex: no error raised (one diverged stream cannot stop the
         # batch) and no device-to-host sync
         Ct = self._C.transpose(1, 2)
-        return torch.linalg.solve_ex(torch.bmm(Ct, self._C), _bmv(Ct, x)).result
+        return torch.linalg.solve_ex(torch.bmm(Ct, self._C), bmv(Ct, x)).result
 
     def _estimate(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x̂_t and the innovation e (None while no delayed observation has arrived)."""
         if t == 0:
             return self._initial_estimate(x), None
         slots, s = self.delay + 2, t - self.delay
-        xhat = _bmv(self._A, self._xhat[:, (t - 1) % slots]) + _bmv(
+        xhat = bmv(self._A, self._xhat[:, (t - 1) % slots]) + bmv(
             self._B, self._u[:, (t - 1) % slots]
         )
         if s < 0:
             return xhat, None
-        e = x - _bmv(self._C, self._xhat[:, s % slots])
-        return xhat + _bmv(self._L, e), e
+        e = x - bmv(self._C, self._xhat[:, s % slots])
+        return xhat + bmv(self._L, e), e
 
     def _update(self, x: torch.Tensor) -> torch.Tensor:
         self._steps += 1
@@ -591,13 +636,13 @@ class BioOFC(TargetLearner):
         slots, s = self.delay + 2, t - self.delay
         xhat, e = self._estimate(x, t)
         if e is not None and self._eta:
-            le = _bmv(self._L, e)
-            self._C.add_(_outer(e, self._xhat[:, s % slots]), alpha=self._eta)
+            le = bmv(self._L, e)
+            self._C.add_(outer(e, self._xhat[:, s % slots]), alpha=self._eta)
             if s >= 1:  # x̂_s was built by the model from x̂_{s-1}, u_{s-1} and its innovation
                 previous = (s - 1) % slots
-                self._A.add_(_outer(le, self._xhat[:, previous]), alpha=self._eta)
-                self._B.add_(_outer(le, self._u[:, previous]), alpha=self._eta)
-                self._L.add_(_outer(le, self._e[:, s % slots]), alpha=self._eta)
+                self._A.add_(outer(le, self._xhat[:, previous]), alpha=self._eta)
+                self._B.add_(outer(le, self._u[:, previous]), alpha=self._eta)
+                self._L.add_(outer(le, self._e[:, s % slots]), alpha=self._eta)
         slot = t % slots
         self._xhat[:, slot] = xhat
         if e is None:
@@ -606,11 +651,11 @@ class BioOFC(TargetLearner):
             self._e[:, slot] = e
         if t > 0 and self._pending is not None:
             self._policy_gradient(self._pending[:, 0], min(t, self._baseline.shape[1]) - 1)
-        u = -_bmv(self._K, xhat)
+        u = -bmv(self._K, xhat)
         if self.exploration:
             noise = self._randn(*u.shape).mul_(self.exploration)
             u = u + noise
-            self._trace.add_(_outer(noise, xhat))
+            self._trace.add_(outer(noise, xhat))
         self._u[:, slot] = u
         self._t = t + 1
         return u
@@ -639,7 +684,7 @@ class BioOFC(TargetLearner):
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         """The control without exploration that the next sample would get; no state changes."""
-        return -_bmv(self._K, self._estimate(x, self.episode_step)[0])
+        return -bmv(self._K, self._estimate(x, self.episode_step)[0])
 
     # -- evaluation ---------------------------------------------------------------------------
     def frozen_copy(self, batch: int, stream: int = 0, exploration: float = 0.0) -> BioOFC:

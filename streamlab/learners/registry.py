@@ -1,5 +1,10 @@
 """Learner specs as the CLI and flows take them: `name` or `name:key=value,key=value`
-(e.g. `sm:n_components=4`). Values are converted to the type of the constructor's default."""
+(e.g. `sm:n_components=4`). Values are converted to the type of the constructor's default.
+
+The key `y` is not a constructor parameter: it names the stream channels that a learner taking
+`step(x, y)` gets as y (a behavioural target, a second view, a cost), joined by `+`, by the
+names in the stream's hello or by index (`akd:y=vx+vy`, `bio_ofc:y=2`); the learner's x is
+then the other channels."""
 
 from __future__ import annotations
 
@@ -8,12 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamlab.errors import ConfigError
-from streamlab.learners.base import Learner
+from streamlab.learners.base import Learner, TargetLearner
 from streamlab.learners.control import AdaptiveKalmanDecoder, BioOFC, KalmanFilter
-from streamlab.learners.similarity import SimilarityMatching
+from streamlab.learners.similarity import (
+    BioCCA,
+    NonnegativeSimilarityMatching,
+    SimilarityMatching,
+)
 
 LEARNERS: dict[str, type[Learner]] = {
     "sm": SimilarityMatching,
+    "nsm": NonnegativeSimilarityMatching,
+    "biocca": BioCCA,
     "kalman": KalmanFilter,
     "akd": AdaptiveKalmanDecoder,
     "bio_ofc": BioOFC,
@@ -27,14 +38,16 @@ class LearnerSpec:
     kind: str
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    y: tuple[str, ...] = ()
 
     def build(self, **overrides: Any) -> Learner:
         return LEARNERS[self.kind](**{**self.params, **overrides})
 
     def __str__(self) -> str:
-        if not self.params:
-            return self.kind
-        return self.kind + ":" + ",".join(f"{k}={v}" for k, v in self.params.items())
+        items = [f"{k}={v}" for k, v in self.params.items()]
+        if self.y:
+            items.append("y=" + "+".join(self.y))
+        return self.kind + (":" + ",".join(items) if items else "")
 
 
 def parse_spec(text: str) -> LearnerSpec:
@@ -46,16 +59,26 @@ def parse_spec(text: str) -> LearnerSpec:
         )
     signature = inspect.signature(LEARNERS[kind].__init__)
     params: dict[str, Any] = {}
+    y: tuple[str, ...] = ()
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq:
             raise ConfigError(f"spec item {item!r} in {text!r} must look like key=value")
+        if key == "y":
+            if not issubclass(LEARNERS[kind], TargetLearner):
+                raise ConfigError(
+                    f"learner {kind!r} takes no y (it learns from x alone); drop y= from {text!r}"
+                )
+            y = tuple(c.strip() for c in value.split("+"))
+            if not all(y):
+                raise ConfigError(f"y={value!r} in {text!r}: give channel names joined by '+'")
+            continue
         if key not in signature.parameters or key == "self":
             valid = ", ".join(p for p in signature.parameters if p != "self")
             raise ConfigError(f"learner {kind!r} has no parameter {key!r}; its parameters: {valid}")
         params[key] = _convert(value.strip(), signature.parameters[key].default, key, kind)
-    return LearnerSpec(kind, kind, params)
+    return LearnerSpec(kind, kind, params, y)
 
 
 def _convert(value: str, default: Any, key: str, kind: str) -> Any:
@@ -71,10 +94,12 @@ def _convert(value: str, default: Any, key: str, kind: str) -> Any:
         if default is None and value.lower() == "none":
             return None
         if default is None:
-            try:
-                return int(value)
-            except ValueError:
-                return value
+            for number in (int, float):
+                try:
+                    return number(value)
+                except ValueError:
+                    pass
+            return value
     except ValueError:
         raise ConfigError(
             f"{kind}:{key}={value!r} is not a valid {type(default).__name__}"
@@ -82,13 +107,24 @@ def _convert(value: str, default: Any, key: str, kind: str) -> Any:
     return value
 
 
-def build_learners(specs: list[str | LearnerSpec], **overrides: Any) -> dict[str, Learner]:
-    """Build learners from specs, naming a second copy of the same kind `kind_2`, and so on."""
-    learners: dict[str, Learner] = {}
+def name_specs(specs: list[str | LearnerSpec]) -> dict[str, LearnerSpec]:
+    """Specs by the name each learner gets in the store: a second copy of the same kind is
+    `kind_2`, and so on."""
+    named: dict[str, LearnerSpec] = {}
     for spec in specs:
         parsed = parse_spec(spec) if isinstance(spec, str) else spec
         name, copy = parsed.name, 2
-        while name in learners:
+        while name in named:
             name, copy = f"{parsed.name}_{copy}", copy + 1
-        learners[name] = parsed.build(**overrides)
-    return learners
+        named[name] = parsed
+    return named
+
+
+def build_learners(specs: list[str | LearnerSpec], **overrides: Any) -> dict[str, Learner]:
+    """Build learners from specs, named as `name_specs` names them."""
+    return {name: spec.build(**overrides) for name, spec in name_specs(specs).items()}
+
+
+def learner_targets(specs: list[str | LearnerSpec]) -> dict[str, tuple[str, ...]]:
+    """The y channels of each learner that has them, by learner name (for `Pipeline`)."""
+    return {name: spec.y for name, spec in name_specs(specs).items() if spec.y}

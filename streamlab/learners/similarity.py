@@ -7,15 +7,27 @@ feedforward weights learn Hebbian (W <- (1-2η) W + 2η y x^T), lateral weights 
 rank-one updates (the paper's fast variant, O(nk + k^2) per sample) and re-inverted from M every
 `refresh_every` samples: the rank-one recursion amplifies round-off by 1/(1-η/τ) per step, and in
 float32 it was measured to drift by 100% within 800 samples without the refresh.
+
+`NonnegativeSimilarityMatching` (rectified outputs: clustering, manifold tiling) and `BioCCA`
+(canonical subspace of two views) are the family's other networks; the plasticity rules and the
+rectified fixed-point solve they share with PSP live in `streamlab.learners.local_rules`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from streamlab.errors import ConfigError
-from streamlab.learners.base import Learner
+from streamlab.errors import ConfigError, InputShapeError
+from streamlab.learners.base import Learner, StateValue, TargetLearner
+from streamlab.learners.local_rules import (
+    bmv,
+    hebbian_,
+    lateral_rank_one_,
+    rectified_fixed_point,
+)
 
 INIT_SCALE = 0.01  # the reference initialises W and M at 1/100 of an orthonormal basis / identity
 
@@ -120,17 +132,11 @@ class SimilarityMatching(Learner):
         xc = self._prepare(x, learn=True)
         y = torch.bmm(self._Minv, torch.bmm(self._W, xc.unsqueeze(2)))  # (B, k, 1)
         eta = self._eta(self._steps)
-        a = eta / self.tau
-        self._W.baddbmm_(y, xc.unsqueeze(1), beta=1.0 - 2.0 * eta, alpha=2.0 * eta)
-        self._M.baddbmm_(y, y.transpose(1, 2), beta=1.0 - a, alpha=a)
-        # Sherman-Morrison for M^-1 after M <- (1-a) M + a y y^T
-        self._Minv.div_(1.0 - a)
-        z = torch.bmm(self._Minv, y)
-        c = a / (1.0 + a * (z * y).sum(dim=(1, 2), keepdim=True))
-        self._Minv.baddbmm_(z * c, z.transpose(1, 2), alpha=-1.0)
-        if self.refresh_every and self._steps % self.refresh_every == 0:
-            self._Minv.copy_(torch.linalg.inv_ex(self._M).inverse)
-        return y.squeeze(2)
+        y = y.squeeze(2)
+        hebbian_(self._W, y, xc, 2.0 * eta)
+        refresh = bool(self.refresh_every) and self._steps % self.refresh_every == 0
+        lateral_rank_one_(self._M, self._Minv, y, eta / self.tau, refresh)
+        return y
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         if self._steps == 0:
@@ -174,3 +180,404 @@ def principal_angles(filters: np.ndarray, basis: np.ndarray) -> np.ndarray:
     q_u, _ = np.linalg.qr(np.asarray(basis, dtype=np.float64))
     cosines = np.clip(np.linalg.svd(q_f.T @ q_u, compute_uv=False), -1.0, 1.0)
     return np.sort(np.arccos(cosines))
+
+
+def _positive_number(value: object) -> bool:
+    try:
+        return float(value) > 0  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+class NonnegativeSimilarityMatching(Learner):
+    """Nonnegative similarity matching (NSM): a Hebbian/anti-Hebbian network with rectified
+    outputs that clusters its input or tiles an input manifold with localized receptive fields
+    (Sengupta et al. 2018, NeurIPS; Bahroun et al. for clustering).
+
+    Each sample's output is the fixed point y = max(0, W x - b - L y) of the network dynamics
+    (L the off-diagonal lateral weights, M_ii = 1), solved per sample to `tol` (see `solver`).
+    Learning then uses per-unit activity-dependent rates: Ŷ_i += y_i^2,
+    W_i += (y_i x - y_i^2 W_i) / Ŷ_i (Hebbian), L_ij += (y_i y_j - y_i^2 L_ij) / Ŷ_i
+    (anti-Hebbian), and homeostatic thresholds b += threshold_rate (y - target_activity). So W_i
+    is the activity-weighted mean of the inputs unit i answers and L_ij the overlap of units i
+    and j.
+
+    Initialisation is data-driven, because random weights left units sharing a cluster (ARI 1.0
+    in only 5 of 9 seeds in the prototype): the first `init_samples` samples of each stream are
+    buffered (output zeros meanwhile), the running mean and scale are taken from them, and W's
+    rows are set to k of them chosen by farthest-point (greedy k-centre) selection.
+
+    Parameters
+    ----------
+    n_components
+        Number of output units k (clusters, or tiles of the manifold).
+    init_samples
+        Samples buffered for the initialisation (None: 10 k); at least k.
+    activity_init
+        Initial cumulative activity Ŷ, the weight of the initial W as a pseudo-count.
+    eta_min
+        Floor of the per-unit rates 1 / Ŷ_i; above 0 the network keeps tracking drift.
+    threshold_rate, target_activity
+        Homeostasis: each unit's threshold moves to make its mean output `target_activity`
+        (None: 1 / k).
+    solver, damping, tol, max_iter
+        How the fixed point is found: `"jacobi"` runs the damped projected dynamics
+        y <- (1 - d) y + d max(0, W x - b - L y) (d = `damping`); `"active_set"` (default) reaches
+        the same fixed point by exact solves on the set of active units, 2-4 per sample where the
+        dynamics need 40-200 iterations once receptive fields overlap (ring tiling, measured),
+        and finishes with the dynamics if it cycles. A stream stops when its residual
+        |y - max(0, W x - b - L y)| is below tol (1 + max y), after at most `max_iter` steps.
+        On CUDA all steps run (no host sync: up to 2 x `max_iter` small kernels per step, so
+        lower `max_iter` there when latency matters); a converged stream is frozen, so the
+        answers are the same on every device and for any batch.
+    center, normalize
+        Subtract the running mean of the input; divide by the running root-mean-square norm of
+        the centred input (the similarity x.x' must be negative between clusters).
+    device, dtype, seed
+        Torch device (`"auto"`: CUDA when present), `"float32"` or `"float64"`, and the seed.
+
+    """
+
+    def __init__(
+        self,
+        n_components: int = 4,
+        init_samples: int | None = None,
+        activity_init: float = 1.0,
+        eta_min: float = 0.0,
+        threshold_rate: float = 0.01,
+        target_activity: float | None = None,
+        solver: str = "active_set",
+        damping: float = 0.5,
+        tol: float = 1e-6,
+        max_iter: int = 50,
+        center: bool = True,
+        normalize: bool = True,
+        device: str = "auto",
+        dtype: str = "float32",
+        seed: int | None = None,
+    ) -> None:
+        self.n_components = n_components
+        self.init_samples = init_samples
+        self.activity_init = activity_init
+        self.eta_min = eta_min
+        self.threshold_rate = threshold_rate
+        self.target_activity = target_activity
+        self.solver = solver
+        self.damping = damping
+        self.tol = tol
+        self.max_iter = max_iter
+        self.center = center
+        self.normalize = normalize
+        self._init_common(device, dtype, seed)
+        if int(n_components) != n_components or n_components < 1:
+            raise ConfigError(f"n_components must be a positive integer, got {n_components!r}")
+        if init_samples is not None and (
+            int(init_samples) != init_samples or init_samples < n_components
+        ):
+            raise ConfigError(
+                f"init_samples must be an integer >= n_components={n_components} (the rows of W "
+                f"are chosen among them), got {init_samples!r}"
+            )
+        if activity_init <= 0 or eta_min < 0 or eta_min >= 1 or threshold_rate < 0:
+            raise ConfigError(
+                "need activity_init > 0, 0 <= eta_min < 1 and threshold_rate >= 0, got "
+                f"{activity_init!r}, {eta_min!r}, {threshold_rate!r}"
+            )
+        if target_activity is not None and not _positive_number(target_activity):
+            raise ConfigError(f"target_activity must be positive, got {target_activity!r}")
+        if solver not in ("active_set", "jacobi"):
+            raise ConfigError(f"solver must be 'active_set' or 'jacobi', got {solver!r}")
+        if not 0 < damping <= 1 or tol <= 0 or int(max_iter) != max_iter or max_iter < 1:
+            raise ConfigError(
+                f"the solver needs 0 < damping <= 1, tol > 0 and max_iter >= 1, got "
+                f"damping={damping!r}, tol={tol!r}, max_iter={max_iter!r}"
+            )
+
+    @property
+    def _n_init(self) -> int:
+        return int(self.init_samples) if self.init_samples is not None else 10 * self.n_components
+
+    @property
+    def _target(self) -> float:
+        if self.target_activity is None:
+            return 1 / self.n_components
+        return float(self.target_activity)
+
+    def _allocate(self, n_features: int, batch: int) -> None:
+        k = self.n_components
+        self._W = self._zeros(batch, k, n_features)
+        self._L = self._zeros(batch, k, k)
+        self._b = self._zeros(batch, k)
+        self._Yhat = self._zeros(batch, k).fill_(self.activity_init)
+        self._mean = self._zeros(batch, n_features)
+        self._mean_sq_norm = self._zeros(batch)
+        self._buffer = self._zeros(batch, self._n_init, n_features)
+        self._offdiag = 1.0 - torch.eye(k, dtype=self._torch_dtype, device=self._device)
+
+    def _prepare(self, x: torch.Tensor, learn: bool) -> torch.Tensor:
+        """Centre and scale x with the running statistics (updating them when learning)."""
+        if self.center:
+            if learn:
+                self._mean.add_(x - self._mean, alpha=1.0 / self._steps)
+            xc = x - self._mean
+        else:
+            xc = x.clone()
+        if self.normalize:
+            if learn:
+                rate = 1.0 / self._steps
+                self._mean_sq_norm.mul_(1.0 - rate).add_(xc.square().sum(1), alpha=rate)
+            xc.mul_(torch.rsqrt(self._mean_sq_norm + 1e-12).unsqueeze(1))
+        return xc
+
+    def _initialize_from_buffer(self) -> None:
+        """Running statistics from the buffered samples, and W's rows by farthest-point
+        selection among them (first the sample farthest from the mean)."""
+        buffer = self._buffer
+        batch, _, n = buffer.shape
+        if self.center:
+            self._mean.copy_(buffer.mean(1))
+        centred = buffer - self._mean.unsqueeze(1) if self.center else buffer.clone()
+        if self.normalize:
+            self._mean_sq_norm.copy_(centred.square().sum(2).mean(1))
+            centred.mul_(torch.rsqrt(self._mean_sq_norm + 1e-12).view(batch, 1, 1))
+        distance = centred.square().sum(2)  # (B, m): from the mean, for the first pick
+        nearest = torch.full_like(distance, float("inf"))
+        for unit in range(self.n_components):
+            index = distance.argmax(1).view(batch, 1, 1).expand(batch, 1, n)
+            chosen = centred.gather(1, index).squeeze(1)
+            self._W[:, unit].copy_(chosen)
+            nearest = torch.minimum(nearest, (centred - chosen.unsqueeze(1)).square().sum(2))
+            distance = nearest
+
+    def _solve(self, xc: torch.Tensor) -> torch.Tensor:
+        return rectified_fixed_point(
+            bmv(self._W, xc) - self._b,
+            self._L,
+            solver=self.solver,
+            damping=self.damping,
+            tol=self.tol,
+            max_iter=int(self.max_iter),
+            early_exit=self._device.type == "cpu",
+        )
+
+    def _update(self, x: torch.Tensor) -> torch.Tensor:
+        self._steps += 1
+        m = self._n_init
+        if self._steps <= m:
+            self._buffer[:, self._steps - 1].copy_(x)
+            if self._steps < m:
+                return self._zeros(x.shape[0], self.n_components)
+            self._initialize_from_buffer()
+            return self._infer(x)
+        xc = self._prepare(x, learn=True)
+        y = self._solve(xc)
+        y2 = y.square()
+        self._Yhat.add_(y2)
+        rate = self._Yhat.reciprocal().clamp_(min=self.eta_min)
+        hebbian_(self._W, y, xc, rate, y2)
+        hebbian_(self._L, y, y, rate, y2)
+        self._L.mul_(self._offdiag)
+        self._b.add_(y - self._target, alpha=self.threshold_rate)
+        return y
+
+    def _infer(self, x: torch.Tensor) -> torch.Tensor:
+        if self._steps < self._n_init:
+            return self._zeros(x.shape[0], self.n_components)
+        return self._solve(self._prepare(x, learn=False))
+
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            "W": self._W,
+            "L": self._L,
+            "b": self._b,
+            "Yhat": self._Yhat,
+            "mean": self._mean,
+            "mean_sq_norm": self._mean_sq_norm,
+            "buffer": self._buffer,
+        }
+
+    @property
+    def feedforward(self) -> torch.Tensor:
+        """W, (B, k, n): row i is the activity-weighted mean input (centred, scaled) of unit i."""
+        return self._W
+
+    @property
+    def lateral(self) -> torch.Tensor:
+        """M, (B, k, k): unit diagonal, off-diagonal the learned overlaps between units."""
+        return self._L + torch.eye(self.n_components, dtype=self._L.dtype, device=self._L.device)
+
+    @property
+    def thresholds(self) -> torch.Tensor:
+        """b, (B, k): the homeostatic thresholds."""
+        return self._b
+
+    @classmethod
+    def _unit_test_params(cls):
+        yield {"n_components": 2, "init_samples": 3, "device": "cpu", "seed": 1}
+
+
+class BioCCA(TargetLearner):
+    """Bio-CCA (Lipshutz, Bahroun, Golkar, Sengupta and Chklovskii, Neural Computation 2021): the
+    k-dimensional canonical subspace shared by two views, x (input) and y (the second view given
+    to `step(x, y)`, e.g. neurons and behaviour), by a network of two-compartment neurons.
+
+    Dendritic currents a = Wx x and b = Wy y; output z = M^-1 (a + b), returned by `step`. The
+    feedforward rules are non-Hebbian, Wx += 2η (z - a) x^T and Wy += 2η (z - b) y^T, the lateral
+    one anti-Hebbian, M += (η/τ) (z z^T - M) (M^-1 kept by Sherman-Morrison, the same rule as the
+    principal-subspace network), with η_t = eta / (1 + eta_decay t). The canonical filters are
+    Vx = Wx^T M^-1 and Vy = Wy^T M^-1. Without y a step only infers, z = M^-1 Wx x (the x view's
+    part), and `infer(x)` returns that part too.
+
+    Parameters
+    ----------
+    n_components
+        Output size k: the number of canonical pairs tracked.
+    eta, eta_decay
+        Step size η_t = eta / (1 + eta_decay t) (the reference: 1e-3 and 1e-4).
+    tau
+        Ratio of feedforward to lateral rate (lateral rate η/τ); 0.1 as in the reference.
+    center
+        Subtract running means of both views (CCA is defined on centred data).
+    refresh_every
+        Re-invert M every this many samples (0: never), as for `SimilarityMatching`.
+    device, dtype, seed
+        Torch device (`"auto"`: CUDA when present), `"float32"` or `"float64"`, and the seed of
+        the initial weights (Wx, Wy ~ N(0, 1/n), M = I as in the reference).
+
+    """
+
+    def __init__(
+        self,
+        n_components: int = 2,
+        eta: float = 1e-3,
+        eta_decay: float = 1e-4,
+        tau: float = 0.1,
+        center: bool = True,
+        refresh_every: int = 10,
+        device: str = "auto",
+        dtype: str = "float32",
+        seed: int | None = None,
+    ) -> None:
+        self.n_components = n_components
+        self.eta = eta
+        self.eta_decay = eta_decay
+        self.tau = tau
+        self.center = center
+        self.refresh_every = refresh_every
+        self._init_common(device, dtype, seed)
+        self._n_targets: int | None = None
+        if int(n_components) != n_components or n_components < 1:
+            raise ConfigError(f"n_components must be a positive integer, got {n_components!r}")
+        if eta <= 0 or eta_decay < 0 or tau <= 0:
+            raise ConfigError(
+                f"need eta > 0, eta_decay >= 0 and tau > 0, got {eta!r}, {eta_decay!r}, {tau!r}"
+            )
+        if eta / tau >= 1.0 or eta >= 0.5:
+            raise ConfigError(
+                f"the lateral step eta/tau = {eta / tau:.3g} must be below 1 (and eta below 0.5); "
+                "lower eta or raise tau"
+            )
+        if int(refresh_every) != refresh_every or refresh_every < 0:
+            raise ConfigError(
+                f"refresh_every must be a non-negative integer, got {refresh_every!r}"
+            )
+
+    def _allocate(self, n_features: int, batch: int) -> None:
+        k = self.n_components
+        if k > n_features:
+            raise ConfigError(f"n_components={k} exceeds the {n_features} channels of x")
+        self._Wx = self._randn(batch, k, n_features) / n_features**0.5
+        self._M = torch.eye(k, dtype=self._torch_dtype, device=self._device).repeat(batch, 1, 1)
+        self._Minv = self._M.clone()
+        self._mean_x = self._zeros(batch, n_features)
+        self._learned = 0
+        self._Wy: torch.Tensor | None = None
+        self._mean_y: torch.Tensor | None = None
+        if self._pending is not None:
+            self._allocate_targets(self._pending.shape[1])
+        elif self._n_targets is not None:
+            self._allocate_targets(self._n_targets)
+
+    def _allocate_targets(self, q: int) -> None:
+        k, batch = self.n_components, self._batch
+        if k > q:
+            raise ConfigError(f"n_components={k} exceeds the {q} channels of the second view y")
+        self._n_targets = q
+        self._Wy = self._randn(batch, k, q) / q**0.5
+        self._mean_y = self._zeros(batch, q)
+
+    def _update(self, x: torch.Tensor) -> torch.Tensor:
+        self._steps += 1
+        y = self._pending
+        if y is None:
+            return self._infer(x)
+        if self._Wy is None:
+            self._allocate_targets(y.shape[1])
+        if y.shape[1] != self._n_targets:
+            raise InputShapeError(
+                f"BioCCA was built for a second view y of {self._n_targets} channels, got "
+                f"{y.shape[1]}; use a fresh learner for a differently shaped view"
+            )
+        self._learned += 1
+        xc, yc = x, y
+        if self.center:
+            rate = 1.0 / self._learned
+            self._mean_x.add_(x - self._mean_x, alpha=rate)
+            self._mean_y.add_(y - self._mean_y, alpha=rate)
+            xc, yc = x - self._mean_x, y - self._mean_y
+        a = bmv(self._Wx, xc)
+        b = bmv(self._Wy, yc)
+        z = bmv(self._Minv, a + b)
+        eta = self.eta / (1.0 + self.eta_decay * (self._learned - 1))
+        self._Wx.baddbmm_((z - a).unsqueeze(2), xc.unsqueeze(1), alpha=2.0 * eta)
+        self._Wy.baddbmm_((z - b).unsqueeze(2), yc.unsqueeze(1), alpha=2.0 * eta)
+        refresh = bool(self.refresh_every) and self._learned % self.refresh_every == 0
+        lateral_rank_one_(self._M, self._Minv, z, eta / self.tau, refresh)
+        return z
+
+    def _infer(self, x: torch.Tensor) -> torch.Tensor:
+        xc = x - self._mean_x if self.center else x
+        return bmv(self._Minv, bmv(self._Wx, xc))
+
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {"Wx": self._Wx, "M": self._M, "Minv": self._Minv, "mean_x": self._mean_x}
+        if self._Wy is not None and self._mean_y is not None:
+            tensors.update(Wy=self._Wy, mean_y=self._mean_y)
+        return tensors
+
+    def _state_scalars(self) -> dict[str, StateValue]:
+        q = -1 if self._Wy is None else int(self._n_targets or 0)
+        return {"_n_targets": q, "_learned": int(self._learned)}
+
+    def _load_scalars(self, scalars: dict[str, Any]) -> None:
+        self._learned = int(scalars["_learned"])
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`; the second view's size comes from the state."""
+        if state:
+            q = int(state["_n_targets"])
+            self._n_targets = None if q < 0 else q
+        super().load_state_dict(state)
+
+    def learn_one(self, x: dict[Any, Any], y: dict[Any, Any] | None = None) -> None:
+        """river's surface: one step on a dict sample x with the second view y as a dict (its
+        channels ordered by sorted name); without y the step only infers."""
+        view = None
+        if y is not None:
+            names = sorted(y, key=str)
+            view = torch.tensor([float(y[name]) for name in names], dtype=self._torch_dtype)
+        self.step(self._dict_to_tensor(x), view)
+
+    @property
+    def filters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Vx (B, n, k), Vy (B, q, k)): z = Vx^T x + Vy^T y on centred views."""
+        if self._Wy is None:
+            raise InputShapeError("BioCCA has no filters before its first sample with y")
+        return (
+            torch.bmm(self._Wx.transpose(1, 2), self._Minv),
+            torch.bmm(self._Wy.transpose(1, 2), self._Minv),
+        )
+
+    @classmethod
+    def _unit_test_params(cls):
+        yield {"n_components": 2, "device": "cpu", "seed": 1}

@@ -155,6 +155,7 @@ class ZmqSource:
         topic: str = "",
         hwm: int = 10_000,
         context: zmq.Context | None = None,
+        watch_connection: bool = False,
     ) -> None:
         if pattern not in ("sub", "pull"):
             raise ConfigError(f"source pattern must be 'sub' or 'pull', not {pattern!r}")
@@ -166,6 +167,12 @@ class ZmqSource:
         self._sock.setsockopt(zmq.LINGER, 0)
         if pattern == "sub":
             self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+        # watched from before the connect, so the handshake cannot be missed
+        self._monitor = (
+            self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            if watch_connection
+            else None
+        )
         _connect(self._sock, endpoint)
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
@@ -284,7 +291,21 @@ class ZmqSource:
                 stream = "<not utf-8>"
         self.events.append(Rejection(stream, exc.code, exc.detail, seq))
 
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until the connection to the sender is up (its handshake done, so a SUB's
+        subscription is on its way); True if it came within `timeout` seconds. Needs
+        `watch_connection=True`; a PUB drops what it sends before that."""
+        if self._monitor is None:
+            raise ConfigError("wait_connected needs ZmqSource(..., watch_connection=True)")
+        if not self._monitor.poll(math.ceil(timeout * 1000)):
+            return False
+        self._monitor.recv_multipart()
+        return True
+
     def close(self) -> None:
+        if self._monitor is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
         self._sock.close(linger=0)
 
     def __enter__(self) -> ZmqSource:

@@ -1,0 +1,118 @@
+"""Batched tensor helpers, local plasticity rules and network dynamics shared by the learners
+(the similarity-matching family, the Kalman-control learners): batched over B independent
+streams, in place, with torch ops only (no host syncs), so one code path serves CPU and CUDA."""
+
+from __future__ import annotations
+
+import torch
+
+
+def bmv(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """Batched matrix-vector product: (B, i, j) @ (B, j) -> (B, i)."""
+    return torch.bmm(matrix, vector.unsqueeze(2)).squeeze(2)
+
+
+def outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched outer product: (B, i), (B, j) -> (B, i, j)."""
+    return a.unsqueeze(2) * b.unsqueeze(1)
+
+
+def hebbian_(
+    weights: torch.Tensor,
+    post: torch.Tensor,
+    pre: torch.Tensor,
+    rate: torch.Tensor | float,
+    decay: torch.Tensor | float = 1.0,
+) -> None:
+    """Oja-type Hebbian step W += rate * (post pre^T - decay * W), in place.
+
+    `weights` (B, k, n), `post` (B, k), `pre` (B, n); `rate` and `decay` are scalars or (B, k)
+    per-unit values (the nonnegative network's activity-dependent rates). With decay 1 this is
+    PSP's W <- (1 - 2η) W + 2η y x^T (rate 2η); with decay y_i^2 and rate 1/Ŷ_i it is the
+    per-unit running average W_i = Σ y_i x / Σ y_i^2 of the nonnegative network."""
+    if not isinstance(rate, torch.Tensor) and not isinstance(decay, torch.Tensor):
+        weights.baddbmm_(post.unsqueeze(2), pre.unsqueeze(1), beta=1.0 - rate * decay, alpha=rate)
+        return
+    if isinstance(rate, torch.Tensor):
+        rate = rate.unsqueeze(2)
+    if isinstance(decay, torch.Tensor):
+        decay = decay.unsqueeze(2)
+    weights.sub_(weights * (decay * rate)).add_(post.unsqueeze(2) * rate * pre.unsqueeze(1))
+
+
+def lateral_rank_one_(
+    M: torch.Tensor, Minv: torch.Tensor, y: torch.Tensor, rate: float, refresh: bool
+) -> None:
+    """Anti-Hebbian lateral step M <- (1 - a) M + a y y^T (a = `rate`), in place, with M^-1 kept
+    by the Sherman-Morrison rank-one update (O(k^2) instead of a k^3 inverse per sample).
+
+    The recursion amplifies round-off by 1/(1 - a) per step, so `refresh=True` re-inverts M
+    (without an error check, hence without a host sync). Shared by PSP (y the output) and
+    Bio-CCA (z the output, a = η/τ)."""
+    col = y.unsqueeze(2)
+    M.baddbmm_(col, col.transpose(1, 2), beta=1.0 - rate, alpha=rate)
+    Minv.div_(1.0 - rate)
+    z = torch.bmm(Minv, col)
+    c = rate / (1.0 + rate * (z * col).sum(dim=(1, 2), keepdim=True))
+    Minv.baddbmm_(z * c, z.transpose(1, 2), alpha=-1.0)
+    if refresh:
+        Minv.copy_(torch.linalg.inv_ex(M).inverse)
+
+
+def rectified_fixed_point(
+    drive: torch.Tensor,
+    lateral: torch.Tensor,
+    *,
+    solver: str,
+    damping: float,
+    tol: float,
+    max_iter: int,
+    early_exit: bool,
+) -> torch.Tensor:
+    """Solve y = max(0, drive - lateral y) per stream, the steady state of the rectified network
+    dynamics; `drive` (B, k), `lateral` (B, k, k) with a zero diagonal (M = I + lateral).
+
+    `solver="jacobi"` runs the damped projected dynamics y <- (1 - d) y + d max(0, drive -
+    lateral y) from y = max(0, drive). `solver="active_set"` takes the same fixed point by
+    primal-dual active-set steps: guess the active units S (those firing, or driven above zero
+    by the others), solve M_SS y_S = drive_S exactly with the rest silent, repeat; on the
+    overlapping receptive fields of manifold tiling this converges in 2-4 steps where the
+    dynamics (Jacobi or Gauss-Seidel) need 40-200. If it has not converged after `max_iter`
+    steps (a cycle), the damped dynamics finish from where it stopped.
+
+    A stream is frozen once its fixed-point residual |y - max(0, drive - lateral y)| is below
+    `tol * (1 + max y)`, so its answer depends neither on the other streams in the batch nor on
+    whether the loop stops early: with `early_exit` (on the CPU, where reading a flag is free)
+    the loop ends once every stream is frozen; otherwise (CUDA, no host sync) all iterations
+    run."""
+    batch, k = drive.shape
+    y = torch.relu(drive)
+    done = torch.zeros(batch, 1, dtype=torch.bool, device=drive.device)
+    col = drive.unsqueeze(2)
+
+    def target(current: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(col, lateral, current.unsqueeze(2), alpha=-1).squeeze(2)
+
+    def converged(current: torch.Tensor) -> torch.Tensor:
+        residual = (current - torch.relu(target(current))).abs().amax(dim=1, keepdim=True)
+        return residual <= tol * (1.0 + current.amax(dim=1, keepdim=True))
+
+    if solver == "active_set":
+        M = lateral + torch.eye(k, dtype=drive.dtype, device=drive.device)
+        active = (y > 0) | (target(y) > 0)
+        for _ in range(max_iter):
+            mask = active.to(drive.dtype)
+            system = M * (mask.unsqueeze(2) * mask.unsqueeze(1)) + torch.diag_embed(1 - mask)
+            raw = torch.linalg.solve_ex(system, (drive * mask).unsqueeze(2)).result.squeeze(2)
+            # units solved negative fall silent; silent units the others drive above 0 join
+            active = torch.where(active, raw > 0, target(raw) > 0)
+            y = torch.where(done, y, raw.clamp_min(0.0))
+            done = done | converged(y)
+            if early_exit and bool(done.all()):
+                return y
+    for _ in range(max_iter):
+        y = torch.where(done, y, torch.lerp(y, torch.relu(target(y)), damping))
+        done = done | converged(y)
+        if early_exit and bool(done.all()):
+            break
+    return y
