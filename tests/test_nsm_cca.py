@@ -4,18 +4,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from streamlab.adapters.linear_track import bin_session, load_linear_track
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners import build_learners
 from streamlab.learners.local_rules import rectified_fixed_point
-from streamlab.learners.similarity import BioCCA, NonnegativeSimilarityMatching, principal_angles
+from streamlab.learners.similarity import (
+    BioCCA,
+    NonnegativeSimilarityMatching,
+    SimilarityMatching,
+    principal_angles,
+)
+from tests.conftest import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ZEBRAFISH = SHARED_DATA / "zebrafish-tectum" / "zf_20151104-f1.mat"
 
 
@@ -430,3 +435,50 @@ def test_zebrafish_cells_group_into_the_published_assemblies() -> None:
         f"(mean {np.mean(null):.3f}); units used {np.unique(assignment).size}"
     )
     assert score > p99
+
+
+LINEAR_TRACK = SHARED_DATA / "hc-linear-track"
+
+
+@pytest.mark.skipif(not LINEAR_TRACK.is_dir(), reason=f"{LINEAR_TRACK} is absent")
+def test_biocca_aligns_hippocampal_counts_with_position_online() -> None:
+    """The 15 minutes of running (31 units, 250 ms bins) with position along the track as the
+    second view. Each bin is projected by the x-view filter learned so far, then learned from.
+    Over the second half that online projection correlates with position about as well as a
+    linear readout fitted offline (least squares) on the first half, beats 99% of circular
+    shifts of position, and beats the best unsupervised PSP component (which tracks variance,
+    not position). Measured: |r| 0.31 online (0.14, 0.36, 0.36, 0.36, 0.33, 0.30 by sixths),
+    0.39 offline, PSP 0.18."""
+    session = load_linear_track(LINEAR_TRACK)
+    start = session.position_t[0]
+    counts, xy, _ = bin_session(session, 0.25, start, start + 900.0)
+    centred = xy - xy.mean(0)
+    track = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+    position = (track / track.std())[:, None]
+    x = torch.from_numpy(counts.astype(np.float32))
+    y = torch.from_numpy(position.astype(np.float32))
+    cca = BioCCA(n_components=1, eta=1e-3, device="cpu", seed=0)
+    psp = SimilarityMatching(n_components=2, device="cpu", seed=0)
+    online, unsupervised = np.zeros(len(x)), np.zeros((len(x), 2))
+    for t in range(len(x)):
+        online[t] = float(cca.infer(x[t])[0])
+        unsupervised[t] = psp.step(x[t]).numpy()
+        cca.step(x[t], y[t])
+    half = len(x) // 2
+    later, target = slice(half, None), position[half:, 0]
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        return abs(float(np.corrcoef(a, b)[0, 1]))
+
+    design = np.c_[counts, np.ones(len(counts))]
+    readout = np.linalg.lstsq(design[:half], position[:half], rcond=None)[0]
+    offline = corr((design[later] @ readout)[:, 0], target)
+    found = corr(online[later], target)
+    assert found > 0.7 * offline
+    rng = np.random.default_rng(0)
+    shifts = rng.integers(len(x) // 10, len(x) - len(x) // 10, 200)
+    null = [corr(online[later], np.roll(position[:, 0], s)[later]) for s in shifts]
+    assert found > np.percentile(null, 99)
+    assert found > max(corr(unsupervised[later, i], target) for i in range(2))
+    sixths = [corr(online[q], position[q, 0]) for q in np.array_split(np.arange(len(x)), 6)]
+    assert min(sixths[1:]) > 0.2
