@@ -77,6 +77,7 @@ class Pipeline:
         if unknown:
             raise ConfigError(f"targets name learners {sorted(unknown)} that are not running")
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._sinks_open = False
         self.source = source
         self.learners = dict(learners)
         self.sinks = list(sinks)
@@ -93,6 +94,7 @@ class Pipeline:
         self._last_frame: Frame | None = None
         if resume is not None:
             self._start_stream(resume.stream)
+            self._open_sinks()  # the learners hold their resumed state: sizes are known
             source.expect(
                 resume.stream.name, resume.next_seq, resume.stream.n_channels, "interrupted"
             )
@@ -178,8 +180,14 @@ class Pipeline:
             name: split_channels(stream, channels, name) for name, channels in self.targets.items()
         }
         self._stream = stream
+
+    def _open_sinks(self) -> None:
+        """Open the sinks once the learners know their sizes (after the first step, or on
+        resume), so the store can size every output column."""
+        assert self._stream is not None
         for sink in self.sinks:
-            sink.open(self.learners, stream)
+            sink.open(self.learners, self._stream)
+        self._sinks_open = True
 
     def _on_control(self, message: Control) -> bool:
         """Record a hello; True if `message` ends the followed stream."""
@@ -194,6 +202,7 @@ class Pipeline:
         m = frame.n_samples
         latency = np.empty((len(self.learners), m), dtype=np.int64)
         collected: dict[str, list[torch.Tensor]] = {name: [] for name in self.learners}
+        extra: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in self.learners}
         views = {name: (x[:, xs], x[:, ys]) for name, (xs, ys) in self._splits.items()}
         for i in range(m):
             sample = x[i]
@@ -204,13 +213,22 @@ class Pipeline:
                 else:
                     collected[name].append(learner.step(sample))
                 latency[j, i] = time.perf_counter_ns() - frame.received_ns
+                for key, value in learner.extra_outputs().items():
+                    extra[name].setdefault(key, []).append(value[0].clone())
             self.latency.add(int(latency[-1, i]))
         outputs = {
             name: outs[0].unsqueeze(0) if m == 1 else torch.stack(outs)
             for name, outs in collected.items()
         }
+        extras = {
+            name: {key: torch.stack(values) for key, values in by_key.items()}
+            for name, by_key in extra.items()
+            if by_key
+        }
+        if not self._sinks_open:
+            self._open_sinks()
         for sink in self.sinks:
-            sink.on_frame(frame, outputs, latency)
+            sink.on_frame(frame, outputs, latency, extras)
         self.progress.samples += m
         self.progress.frames += 1
         self._last_frame = frame

@@ -50,9 +50,15 @@ class Sink(abc.ABC):
 
     @abc.abstractmethod
     def on_frame(
-        self, frame: Frame, outputs: dict[str, torch.Tensor], latency_ns: np.ndarray
+        self,
+        frame: Frame,
+        outputs: dict[str, torch.Tensor],
+        latency_ns: np.ndarray,
+        extras: dict[str, dict[str, torch.Tensor]] | None = None,
     ) -> None:
-        """Outputs (m, k) per learner for the m samples of `frame`; latency_ns (learners, m)."""
+        """Outputs (m, k) per learner for the m samples of `frame`; latency_ns (learners, m);
+        `extras` the learners' extra outputs (learner -> name -> (m, d)), for those that have
+        them."""
 
     def on_events(self, events: list[Event]) -> None:  # noqa: B027
         """Gaps and rejections detected by the source."""
@@ -101,14 +107,20 @@ class ZarrSink(Sink):
         R = self.block_rows
         self._names = list(learners)
         self._out = {}
+        self._extra: dict[str, dict[str, torch.Tensor]] = {}
         for name, learner in learners.items():
             dtype = "f4" if learner.dtype == "float32" else "f8"
             info = {"class": type(learner).__name__, "params": _jsonable(learner._get_params())}
-            table = self.store.learner(name, learner.n_components, dtype, info)
+            extras = {k: int(v.shape[1]) for k, v in learner.extra_outputs().items()}
+            table = self.store.learner(name, learner.n_components, dtype, info, extras)
             self._rows_submitted[name] = table.rows
             self._out[name] = torch.zeros(
                 (R, learner.n_components), dtype=learner._torch_dtype, device=learner._device
             )
+            self._extra[name] = {
+                key: torch.zeros((R, size), dtype=learner._torch_dtype, device=learner._device)
+                for key, size in extras.items()
+            }
         self._seq = np.zeros(R, dtype=np.uint64)
         self._t = np.zeros(R, dtype=np.float64)
         self._latency = np.zeros((len(learners), R), dtype=np.float32)
@@ -120,7 +132,11 @@ class ZarrSink(Sink):
         self.writer.submit(RunStore.set_stream, stream.to_dict())
 
     def on_frame(
-        self, frame: Frame, outputs: dict[str, torch.Tensor], latency_ns: np.ndarray
+        self,
+        frame: Frame,
+        outputs: dict[str, torch.Tensor],
+        latency_ns: np.ndarray,
+        extras: dict[str, dict[str, torch.Tensor]] | None = None,
     ) -> None:
         m = frame.n_samples
         pos = 0
@@ -129,6 +145,8 @@ class ZarrSink(Sink):
             lo, hi = self._fill, self._fill + take
             for name in self._names:
                 self._out[name][lo:hi].copy_(outputs[name][pos : pos + take])
+                for key, buffer in self._extra[name].items():
+                    buffer[lo:hi].copy_(extras[name][key][pos : pos + take])  # type: ignore[index]
             offsets = np.arange(pos, pos + take)
             self._seq[lo:hi] = frame.seq + offsets
             self._t[lo:hi] = frame.t + offsets / frame.rate if frame.rate else frame.t
@@ -161,7 +179,11 @@ class ZarrSink(Sink):
             for i, name in enumerate(self._names):
                 block = self._out[name][:n].to("cpu", copy=True).numpy()
                 latency = self._latency[i, :n].copy()
-                self.writer.submit(RunStore.append_learner, name, block, seq, t, latency)
+                extra = {
+                    key: buffer[:n].to("cpu", copy=True).numpy()
+                    for key, buffer in self._extra[name].items()
+                }
+                self.writer.submit(RunStore.append_learner, name, block, seq, t, latency, extra)
                 self._rows_submitted[name] += n
             if self.record_input:
                 self.writer.submit(RunStore.append_input, self._input[:n].copy(), seq, t)
@@ -265,7 +287,11 @@ class ZmqOutputSink(Sink):
             )
 
     def on_frame(
-        self, frame: Frame, outputs: dict[str, torch.Tensor], latency_ns: np.ndarray
+        self,
+        frame: Frame,
+        outputs: dict[str, torch.Tensor],
+        latency_ns: np.ndarray,
+        extras: dict[str, dict[str, torch.Tensor]] | None = None,
     ) -> None:
         for name, topic in self._topics.items():
             data = outputs[name].detach().cpu().numpy()

@@ -63,6 +63,14 @@ def test_bio_ofc_over_zeromq_equals_the_in_process_loop(tmp_path) -> None:
     np.testing.assert_array_equal(table.read("seq"), np.arange(EPISODES * 11))
     assert store.status == "complete"
     assert store.attrs["stream"]["meta"]["channels"] == ["y0", "y1", "cost"]
+    # the state estimate behind each control is stored beside it
+    estimate = table.read("estimate")
+    assert estimate.shape == (EPISODES * 11, 2) and np.isfinite(estimate).all()
+    np.testing.assert_allclose(estimate[-1], reference.estimate[0].numpy(), rtol=1e-5, atol=1e-6)
+    import xarray
+
+    dataset = xarray.open_zarr(options.store, group="learners/bio_ofc", consolidated=False)
+    assert dataset["estimate"].dims == ("time", "estimate_feature")
 
 
 def test_plant_without_controller_times_out_with_a_clear_error() -> None:

@@ -146,3 +146,22 @@ def test_memory_store_url_works(tmp_path) -> None:
         latency_us=np.zeros(2, "f4"),
     )
     assert RunStore.open("memory://streamlab-test/run.zarr").learner("sm").rows == 2
+
+
+def test_extra_outputs_have_their_own_columns_and_survive_reopening(tmp_path) -> None:
+    """A learner's extra per-sample outputs (e.g. a controller's state estimate) are columns of
+    its table with their own feature dimension; a reopened store (resume) finds them."""
+    path = tmp_path / "run.zarr"
+    store = RunStore.create(path, config={}, source={})
+    rows = np.arange(3, dtype=np.uint64)
+    estimate = np.arange(6, dtype=np.float32).reshape(3, 2)
+    store.learner("bio_ofc", 1, "f4", extras={"estimate": 2})
+    output, t, latency = np.ones((3, 1), np.float32), rows.astype(float), np.zeros(3, np.float32)
+    store.append_learner("bio_ofc", output, rows, t, latency, {"estimate": estimate})
+    reopened = RunStore.open(path, mode="r+")
+    reopened.append_learner("bio_ofc", output, rows + 3, t, latency, {"estimate": estimate + 6})
+    table = RunStore.open(path).learner("bio_ofc")
+    assert table.rows == 6
+    np.testing.assert_array_equal(table.read("estimate"), np.arange(12).reshape(6, 2))
+    with pytest.raises(StoreError, match="needs columns"):
+        reopened.append_learner("bio_ofc", output, rows + 6, t, latency)

@@ -84,6 +84,12 @@ class Learner(base.Transformer, abc.ABC):
         out = self._update(batched)
         return out if self._batched_input else out[0]
 
+    def extra_outputs(self) -> dict[str, torch.Tensor]:
+        """Per-sample outputs besides the returned one, from the last step, each (B, d): the
+        store records them beside the output (e.g. a controller's state estimate). None by
+        default; only valid once the learner is initialised."""
+        return {}
+
     def infer(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """The output for `x` without learning; zeros before the first sample."""
         if not self.is_initialized:

@@ -607,6 +607,10 @@ class BioOFC(TargetLearner):
         """x̂_t, the internal state estimate behind the last control, (B, m)."""
         return self._xhat[:, (self._t - 1) % (self.delay + 2)]
 
+    def extra_outputs(self) -> dict[str, torch.Tensor]:
+        """The state estimate x̂_t behind each control, recorded beside it in the store."""
+        return {"estimate": self.estimate}
+
     # -- the maths ----------------------------------------------------------------------------
     def _initial_estimate(self, x: torch.Tensor) -> torch.Tensor:
         # normal equations by solve_ex: no error raised (one diverged stream cannot stop the

@@ -50,13 +50,20 @@ REJECT_COLUMNS = {
 STATUSES = ("running", "complete", "failed", "stopped")
 
 
-def learner_columns(n_outputs: int, dtype: str) -> dict[str, Column]:
-    return {
+def learner_columns(
+    n_outputs: int, dtype: str, extras: dict[str, int] | None = None
+) -> dict[str, Column]:
+    """A learner's table: its output per sample, and any extra per-sample outputs it reports
+    (e.g. a controller's state estimate beside its control), each with its own feature dim."""
+    columns = {
         "output": Column(dtype, ("time", "feature"), (n_outputs,)),
         "seq": Column("u8", ("time",)),
         "t": Column("f8", ("time",)),
         "latency_us": Column("f4", ("time",)),
     }
+    for key, size in (extras or {}).items():
+        columns[key] = Column(dtype, ("time", f"{key}_feature"), (size,))
+    return columns
 
 
 def input_columns(n_channels: int, dtype: str) -> dict[str, Column]:
@@ -194,27 +201,45 @@ class RunStore:
         n_outputs: int | None = None,
         dtype: str = "f4",
         info: dict[str, Any] | None = None,
+        extras: dict[str, int] | None = None,
     ) -> Table:
-        """The table of learner `name`; created with `n_outputs` output columns if new."""
+        """The table of learner `name`; created with `n_outputs` output columns (and the
+        `extras` columns, name -> width) if new."""
         key = f"learners/{name}"
         if key in self._tables:
             return self._tables[key]
         if f"{key}/output" in self.root:
             output = self.root[f"{key}/output"]
             n_outputs, dtype = int(output.shape[1]), str(output.dtype)
+            group = self.root[key]
+            standard = learner_columns(1, dtype)
+            extras = {
+                array: int(group[array].shape[1])
+                for array in group.array_keys()
+                if array not in standard
+            }
         elif n_outputs is None:
             raise StoreError(
                 f"{self.path} has no learner {name!r}; it holds {self.learner_names()}"
             )
         else:
             self.root.require_group(key).attrs["learner"] = info or {}
-        return self._table(key, learner_columns(n_outputs, dtype))
+        return self._table(key, learner_columns(n_outputs, dtype, extras))
 
     def append_learner(
-        self, name: str, output: np.ndarray, seq: np.ndarray, t: np.ndarray, latency_us: np.ndarray
+        self,
+        name: str,
+        output: np.ndarray,
+        seq: np.ndarray,
+        t: np.ndarray,
+        latency_us: np.ndarray,
+        extras: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """Append a block of rows to learner `name` and commit them."""
-        self.learner(name).append(output=output, seq=seq, t=t, latency_us=latency_us)
+        """Append a block of rows (with the learner's extra outputs, if it has any) to learner
+        `name` and commit them."""
+        self.learner(name).append(
+            output=output, seq=seq, t=t, latency_us=latency_us, **(extras or {})
+        )
 
     def append_input(self, data: np.ndarray, seq: np.ndarray, t: np.ndarray) -> None:
         """Append a block of raw input rows and commit them."""
