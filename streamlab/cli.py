@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--startup-delay", type=float, default=0.5, help="seconds to wait for subscribers"
     )
+    sim.add_argument("--curve-secret", metavar="FILE", help="this rig's CURVE .key_secret")
+    sim.add_argument(
+        "--curve-allow", metavar="DIR", help="encrypt; let in only the public keys in DIR"
+    )
     sim.set_defaults(handler=_cmd_sim)
 
     attach = sub.add_parser("attach", help="attach learners to a stream and write a Zarr store")
@@ -115,6 +119,13 @@ def _parser() -> argparse.ArgumentParser:
     plant.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a control")
     plant.add_argument("--seed", type=int, default=0)
     plant.set_defaults(handler=_cmd_plant)
+
+    keys = sub.add_parser("keys", help="CURVE key pairs for encrypted, authenticated streams")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_new = keys_sub.add_parser("new", help="write NAME.key (public) and NAME.key_secret")
+    keys_new.add_argument("name")
+    keys_new.add_argument("--dir", default="keys", help="directory for the files (default keys)")
+    keys_new.set_defaults(handler=_cmd_keys_new)
 
     inspect = sub.add_parser(
         "inspect", help="what a store holds: learners, rows, gaps, rejects, status"
@@ -164,6 +175,19 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="seed of the learners' random generators"
     )
     parser.add_argument("--quiet", action="store_true", help="no live progress line")
+    parser.add_argument(
+        "--curve-secret", metavar="FILE", help="this run's CURVE key pair (NAME.key_secret)"
+    )
+    parser.add_argument(
+        "--curve-server-key",
+        metavar="FILE",
+        help="the rig's CURVE public key: encrypt and authenticate the input",
+    )
+    parser.add_argument(
+        "--curve-allow",
+        metavar="DIR",
+        help="encrypt --publish outputs; let in only the public keys in DIR",
+    )
 
 
 def _options(args: argparse.Namespace, pattern: str) -> Any:
@@ -184,6 +208,9 @@ def _options(args: argparse.Namespace, pattern: str) -> Any:
         keep_checkpoints=args.keep_checkpoints,
         device=args.device,
         seed=args.seed,
+        curve_secret=args.curve_secret,
+        curve_server_key=args.curve_server_key,
+        curve_allow=args.curve_allow,
     )
 
 
@@ -261,6 +288,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         realtime=not args.fast,
         frame_samples=args.frame_samples,
         startup_delay=args.startup_delay,
+        curve=_server_curve(args),
         on_bound=lambda ep: print(f"sim: publishing {stream} on {ep}", file=sys.stderr, flush=True),
     )
     print(f"sim: sent {sent} samples", file=sys.stderr)
@@ -290,6 +318,25 @@ def _cmd_plant(args: argparse.Namespace) -> int:
         f"last tenth {np.mean(costs[-tenth:]):.2f}; LQG optimum {optimum:.2f}",
         file=sys.stderr,
     )
+    return 0
+
+
+def _server_curve(args: argparse.Namespace) -> Any:
+    from streamlab.stream.security import CurveServer
+
+    if args.curve_allow is None:
+        return None
+    if args.curve_secret is None:
+        raise ConfigError("--curve-allow needs this side's key pair: --curve-secret FILE")
+    return CurveServer(args.curve_secret, args.curve_allow)
+
+
+def _cmd_keys_new(args: argparse.Namespace) -> int:
+    from streamlab.stream.security import new_keys
+
+    public, secret = new_keys(args.name, args.dir)
+    print(f"public key (give to peers): {public}")
+    print(f"secret key (keep private): {secret}")
     return 0
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from streamlab.errors import StoreError
+from streamlab.errors import ConfigError, StoreError
 from streamlab.learners import LearnerSpec, build_learners, learner_targets, parse_spec
 from streamlab.metrics import Progress
 from streamlab.pipeline import Pipeline, ResumePoint
@@ -18,6 +18,7 @@ from streamlab.sessions import Session
 from streamlab.sinks import Sink, StreamInfo, ZarrSink, ZmqOutputSink
 from streamlab.store.run_store import RunStore
 from streamlab.stream import Publisher, ZmqSource, play
+from streamlab.stream.security import CurveClient, CurveServer
 
 
 @dataclass
@@ -36,6 +37,30 @@ class AttachOptions:
     keep_checkpoints: int = 10
     device: str = "auto"
     seed: int | None = 0
+    curve_secret: str | None = None
+    curve_server_key: str | None = None
+    curve_allow: str | None = None
+
+    def input_curve(self) -> CurveClient | None:
+        """CURVE for the input socket: on when the rig's public key is given."""
+        if self.curve_server_key is None:
+            return None
+        return CurveClient(_needs_secret(self.curve_secret), self.curve_server_key)
+
+    def output_curve(self) -> CurveServer | None:
+        """CURVE for the output publisher: on when an allow directory is given."""
+        if self.curve_allow is None:
+            return None
+        return CurveServer(_needs_secret(self.curve_secret), self.curve_allow)
+
+
+def _needs_secret(secret: str | None) -> str:
+    if secret is None:
+        raise ConfigError(
+            "CURVE needs this run's own key pair: --curve-secret NAME.key_secret "
+            "(make one with `streamlab keys new NAME`)"
+        )
+    return secret
 
 
 def attach(
@@ -49,7 +74,9 @@ def attach(
 ) -> Progress:
     """Connect to `endpoint`, run the learners and write the store; returns the final metrics.
     With `options.resume` the store's last checkpoint is loaded and the run goes on from it."""
-    with ZmqSource(endpoint, pattern=options.pattern, topic=options.topic) as source:
+    with ZmqSource(
+        endpoint, pattern=options.pattern, topic=options.topic, curve=options.input_curve()
+    ) as source:
         store, learners, resume = _open_run(endpoint, options)
         sinks: list[Sink] = [
             ZarrSink(
@@ -57,7 +84,7 @@ def attach(
             )
         ]
         if options.publish:
-            sinks.append(ZmqOutputSink(options.publish))
+            sinks.append(ZmqOutputSink(options.publish, curve=options.output_curve()))
         pipeline = Pipeline(
             source,
             learners,

@@ -17,6 +17,7 @@ from streamlab.learners.base import Learner
 from streamlab.store.run_store import Checkpoint, RunStore
 from streamlab.store.writer import StoreWriter
 from streamlab.stream.protocol import Frame
+from streamlab.stream.security import CurveServer
 from streamlab.stream.transport import Event, Gap, Publisher, Rejection
 
 
@@ -265,8 +266,10 @@ class ZmqOutputSink(Sink):
     """Publishes each learner's outputs on `endpoint` (PUB) as frames of stream
     `streamlab/<learner>`, kind = the learner's name, `seq` = the input sample's seq."""
 
-    def __init__(self, endpoint: str, *, prefix: str = "streamlab") -> None:
-        self.publisher = Publisher(endpoint, pattern="pub")
+    def __init__(
+        self, endpoint: str, *, prefix: str = "streamlab", curve: CurveServer | None = None
+    ) -> None:
+        self.publisher = Publisher(endpoint, pattern="pub", curve=curve)
         self.endpoint = self.publisher.endpoint
         self.prefix = prefix
         self._topics: dict[str, str] = {}

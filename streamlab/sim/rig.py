@@ -12,6 +12,7 @@ import numpy as np
 
 from streamlab.sim.lds import LatentPoissonPopulation
 from streamlab.stream import Publisher, play
+from streamlab.stream.security import CurveServer
 
 DEFAULT_STREAM = "sim/spikes"
 
@@ -28,13 +29,14 @@ def run_rig(
     startup_delay: float = 0.5,
     stop: threading.Event | None = None,
     on_bound: Callable[[str], None] | None = None,
+    curve: CurveServer | None = None,
 ) -> int:
     """Publish `seconds` of the population on `endpoint`; returns the samples sent.
 
     `startup_delay` gives subscribers time to connect before the hello (PUB drops what is sent
     before a subscriber joins); `on_bound(endpoint)` is called with the bound address."""
     n_samples = round(seconds * population.rate)
-    with Publisher(endpoint, pattern=pattern) as publisher:
+    with Publisher(endpoint, pattern=pattern, curve=curve) as publisher:
         if on_bound is not None:
             on_bound(publisher.endpoint)
         time.sleep(startup_delay)

@@ -14,6 +14,7 @@ import zmq
 
 from streamlab.errors import ConfigError, ProtocolError
 from streamlab.stream.protocol import Control, Message, Reject, decode, encode
+from streamlab.stream.security import CurveClient, CurveServer, secure_client, secure_server
 
 Pattern = Literal["pub", "push", "sub", "pull"]
 ZERO_COPY_MIN_BYTES = 65536  # pyzmq copies smaller frames anyway
@@ -81,6 +82,7 @@ class Publisher:
         hwm: int = 10_000,
         send_timeout: float | None = None,
         context: zmq.Context | None = None,
+        curve: CurveServer | None = None,
     ) -> None:
         if pattern not in ("pub", "push"):
             raise ConfigError(f"publisher pattern must be 'pub' or 'push', not {pattern!r}")
@@ -91,6 +93,7 @@ class Publisher:
         self._sock.setsockopt(zmq.LINGER, 1000)
         if send_timeout is not None:
             self._sock.setsockopt(zmq.SNDTIMEO, int(send_timeout * 1000))
+        self.allow = None if curve is None else secure_server(self._sock, curve, endpoint)
         self.endpoint = _bind(self._sock, endpoint)
         self.sent = 0
 
@@ -156,6 +159,7 @@ class ZmqSource:
         hwm: int = 10_000,
         context: zmq.Context | None = None,
         watch_connection: bool = False,
+        curve: CurveClient | None = None,
     ) -> None:
         if pattern not in ("sub", "pull"):
             raise ConfigError(f"source pattern must be 'sub' or 'pull', not {pattern!r}")
@@ -173,6 +177,8 @@ class ZmqSource:
             if watch_connection
             else None
         )
+        if curve is not None:
+            secure_client(self._sock, curve)
         _connect(self._sock, endpoint)
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
