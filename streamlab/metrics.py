@@ -74,6 +74,7 @@ class Progress:
     rejects_by_code: dict[str, int] = field(default_factory=dict)
     ignored: int = 0
     checkpoints: int = 0
+    divergences: int = 0
 
     def line(self) -> str:
         return (

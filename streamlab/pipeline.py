@@ -78,6 +78,8 @@ class Pipeline:
             raise ConfigError(f"targets name learners {sorted(unknown)} that are not running")
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._sinks_open = False
+        # each learner's state at the last checkpoint, to roll back to if it diverges
+        self._rollback: dict[str, tuple[int, dict[str, Any]]] = {}
         self.source = source
         self.learners = dict(learners)
         self.sinks = list(sinks)
@@ -93,6 +95,11 @@ class Pipeline:
         self._since_checkpoint = 0
         self._last_frame: Frame | None = None
         if resume is not None:
+            self._rollback = {
+                name: (resume.next_seq - 1, learner.state_dict())
+                for name, learner in self.learners.items()
+                if learner.is_initialized
+            }
             self._start_stream(resume.stream)
             self._open_sinks()  # the learners hold their resumed state: sizes are known
             source.expect(
@@ -229,12 +236,34 @@ class Pipeline:
             self._open_sinks()
         for sink in self.sinks:
             sink.on_frame(frame, outputs, latency, extras)
+        for name, output in outputs.items():
+            finite = torch.isfinite(output).all(dim=1)
+            if not bool(finite.all()):  # one check per frame, not per sample
+                self._roll_back(name, frame.seq + int((~finite).nonzero()[0, 0]))
         self.progress.samples += m
         self.progress.frames += 1
         self._last_frame = frame
         self._since_checkpoint += m
         if self._since_checkpoint >= self.checkpoint_every:
             self._checkpoint(frame)
+
+    def _roll_back(self, name: str, seq: int) -> None:
+        """Learner `name` gave a non-finite output at sample `seq`: restore its state at the last
+        checkpoint (a fresh learner if there was none), flag it, and carry on; the other
+        learners are untouched."""
+        learner = self.learners[name]
+        restored = self._rollback.get(name)
+        if restored is None:
+            self.learners[name] = learner.clone()
+            restored_seq = None
+        else:
+            restored_seq, state = restored
+            learner.load_state_dict(
+                {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+            )
+        self.progress.divergences += 1
+        for sink in self.sinks:
+            sink.on_divergence(name, seq, restored_seq)
 
     def _checkpoint(self, frame: Frame) -> None:
         last_seq = frame.seq + frame.n_samples - 1
@@ -250,6 +279,7 @@ class Pipeline:
             stream_state=self._stream.to_dict(),
         )
         states = {name: learner.state_dict() for name, learner in self.learners.items()}
+        self._rollback = {name: (int(last_seq), state) for name, state in states.items() if state}
         for sink in self.sinks:
             sink.on_checkpoint(checkpoint, states)
         self._since_checkpoint = 0

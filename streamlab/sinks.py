@@ -67,6 +67,10 @@ class Sink(abc.ABC):
     def on_checkpoint(self, checkpoint: Checkpoint, states: dict[str, dict[str, Any]]) -> None:  # noqa: B027
         """Learner states after sample `checkpoint.seq`."""
 
+    def on_divergence(self, learner: str, seq: int, restored_seq: int | None) -> None:  # noqa: B027
+        """Learner `learner` gave a non-finite output at `seq` and was rolled back to its state
+        after `restored_seq` (None: reset to a fresh learner)."""
+
     def tick(self) -> None:  # noqa: B027
         """Called regularly, data or not: flush what is due, raise errors from other threads."""
 
@@ -165,6 +169,9 @@ class ZarrSink(Sink):
                 self._pending_gaps.append(event)
             else:
                 self._pending_rejections.append(event)
+
+    def on_divergence(self, learner: str, seq: int, restored_seq: int | None) -> None:
+        self.writer.submit(RunStore.record_divergence, learner, seq, restored_seq)
 
     def tick(self) -> None:
         self.writer.check()

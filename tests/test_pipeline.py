@@ -90,3 +90,54 @@ def test_outputs_are_published_back_with_the_input_seq(tmp_path) -> None:
     assert {m.kind for m in received} == {"sm"}
     stored = RunStore.open(tmp_path / "run.zarr").learner("sm").read("output")
     np.testing.assert_array_equal(np.concatenate([m.data for m in received]), stored)
+
+
+class Fragile(SimilarityMatching):
+    """PSP whose weights turn to NaN once, at its `break_at`-th step, as a diverging learner's
+    would."""
+
+    def __init__(self, break_at: int = -1, **params) -> None:
+        self.break_at = break_at
+        super().__init__(**params)
+        self._broken = False
+
+    def _update(self, x: torch.Tensor) -> torch.Tensor:
+        if self._steps + 1 == self.break_at and not self._broken:
+            self._broken = True
+            self._W.fill_(float("nan"))
+        return super()._update(x)
+
+
+def test_a_diverging_learner_is_rolled_back_and_the_others_carry_on(tmp_path) -> None:
+    """At sample 1,234 one learner's state turns NaN: the pipeline sees the non-finite output
+    at that sample, restores the learner's state at the last checkpoint (sample 999), records
+    it, and the learner's later outputs equal a run restarted from that state; the healthy
+    learner's outputs are exactly those of a run without the fault."""
+    data, _ = LatentPoissonPopulation(n_neurons=12, rate=1000.0, seed=4).sample(2000)
+    publisher, thread = start_replay(data, frame_samples=5)
+    store = RunStore.create(tmp_path / "run.zarr", config={}, source={})
+    params = {"n_components": 2, "device": "cpu", "seed": 2}
+    with ZmqSource(publisher.endpoint, pattern="pull") as source:
+        learners = {"healthy": SimilarityMatching(**params), "fragile": Fragile(1235, **params)}
+        sink = ZarrSink(store, block_rows=256)
+        progress = Pipeline(source, learners, [sink], checkpoint_every=500).run(seconds=60)
+    thread.join(5)
+    publisher.close(linger=0)
+    assert progress.samples == 2000 and progress.divergences == 1
+    run = RunStore.open(tmp_path / "run.zarr")
+    x = torch.from_numpy(data.astype("f4"))
+    reference = SimilarityMatching(**params)
+    expected = np.stack([reference.step(row).numpy() for row in x])
+    np.testing.assert_array_equal(run.learner("healthy").read("output"), expected)
+    fragile = run.learner("fragile").read("output")
+    divergence = run.root["learners/fragile"].attrs["divergences"]
+    assert [(d["seq"], d["restored_from_seq"]) for d in divergence] == [(1234, 999)]
+    assert not np.isfinite(fragile[1234:1235]).all() and np.isfinite(fragile[1235:]).all()
+    np.testing.assert_array_equal(fragile[:1234], expected[:1234])
+    restarted = SimilarityMatching(**params)
+    for row in x[:1000]:
+        restarted.step(row)
+    # sample 1,234 ends its frame (frames of 5); from 1,235 on it continues from sample 999's
+    # state, as a learner restarted there would
+    later = np.stack([restarted.step(row).numpy() for row in x[1235:]])
+    np.testing.assert_array_equal(fragile[1235:], later)

@@ -286,6 +286,14 @@ class RunStore:
             update["ended"] = _now()
         self.root.attrs.update(update)
 
+    def record_divergence(self, name: str, seq: int, restored_seq: int | None) -> None:
+        """Note in learner `name`'s attrs that it diverged at `seq` (its output there is not
+        finite) and was rolled back to its state after `restored_seq` (None: reset)."""
+        group = self.learner(name).group  # the table's own handle: its commits keep this
+        entries = list(group.attrs.get("divergences", []))
+        entries.append({"seq": int(seq), "restored_from_seq": restored_seq, "time": _now()})
+        group.attrs["divergences"] = entries
+
     def set_stream(self, info: dict[str, Any]) -> None:
         self.root.attrs["stream"] = info
 
