@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 # Prefect: offline, no telemetry, a private home per test session, time to start on 2 cores.
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -19,6 +20,18 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+class ScriptedNoise:
+    """Stands in for a learner's random draws (`_randn`, `_rand`) after initialisation: hands out
+    the given draws in turn, so batched and single runs can be fed the same noise."""
+
+    def __init__(self, draws: torch.Tensor) -> None:
+        self.draws, self.calls = draws, 0
+
+    def __call__(self, *shape: int) -> torch.Tensor:
+        self.calls += 1
+        return self.draws[self.calls - 1].reshape(shape).clone()
 
 
 def free_endpoint() -> str:

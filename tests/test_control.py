@@ -25,7 +25,7 @@ from streamlab.sim.plant import (
     riccati_gains,
     run_episodes,
 )
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, ScriptedNoise
 
 
 # -- the Kalman filter --------------------------------------------------------------------------
@@ -212,17 +212,6 @@ def test_bio_ofc_control_approaches_lqg_optimum(delay: int, bound: float) -> Non
     assert np.mean(late) < bound
     assert max(late) < bound + 0.05
     assert np.mean(late) < early
-
-
-class ScriptedNoise:
-    """Stands in for a learner's `_randn` after initialisation: hands out given draws in turn."""
-
-    def __init__(self, draws: torch.Tensor) -> None:
-        self.draws, self.calls = draws, 0
-
-    def __call__(self, *shape: int) -> torch.Tensor:
-        self.calls += 1
-        return self.draws[self.calls - 1].reshape(shape).clone()
 
 
 def test_bio_ofc_batch_equals_single_runs() -> None:

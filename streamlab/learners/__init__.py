@@ -2,6 +2,7 @@
 Zarr or Prefect."""
 
 from streamlab.learners.base import Learner, resolve_device
+from streamlab.learners.refh import RecurrentEFH
 from streamlab.learners.registry import (
     LEARNERS,
     LearnerSpec,
@@ -21,6 +22,7 @@ __all__ = [
     "Learner",
     "LearnerSpec",
     "NonnegativeSimilarityMatching",
+    "RecurrentEFH",
     "SimilarityMatching",
     "build_learners",
     "learner_targets",

@@ -15,6 +15,7 @@ from typing import Any
 from streamlab.errors import ConfigError
 from streamlab.learners.base import Learner, TargetLearner
 from streamlab.learners.control import AdaptiveKalmanDecoder, BioOFC, KalmanFilter
+from streamlab.learners.refh import RecurrentEFH
 from streamlab.learners.similarity import (
     BioCCA,
     NonnegativeSimilarityMatching,
@@ -28,6 +29,7 @@ LEARNERS: dict[str, type[Learner]] = {
     "kalman": KalmanFilter,
     "akd": AdaptiveKalmanDecoder,
     "bio_ofc": BioOFC,
+    "refh": RecurrentEFH,
 }
 
 
