@@ -142,3 +142,50 @@ def test_decoded_frames_are_read_only_views_never_unpickled() -> None:
     ]
     with pytest.raises(ProtocolError, match="dtype"):
         decode(pickled)
+
+
+def test_a_header_claiming_a_huge_shape_is_refused_before_any_allocation() -> None:
+    import tracemalloc
+
+    parts = good_parts(shape=[10**6, 10**6])  # 10^12 elements, with a 12-byte payload
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError) as info:
+            decode(parts)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.code == Reject.SIZE
+    assert peak < 1_000_000
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    base=st.sampled_from([0, 1, 2]),
+    flips=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 400), st.integers(0, 255)), max_size=6
+    ),
+    cut=st.none() | st.tuples(st.integers(0, 2), st.integers(0, 400)),
+    extra=st.lists(st.binary(max_size=40), max_size=2),
+)
+def test_mutated_messages_decode_or_are_rejected_with_a_reason(base, flips, cut, extra) -> None:
+    """Byte flips, truncations and extra parts of valid frames, hellos and eos: decoding either
+    gives a message or raises ProtocolError with a code and a detail, never anything else."""
+    valid = [
+        good_parts(),
+        parts_of(Control("rig", "hello", 0, 0.0, {"channels": ["a", "b"], "rate": 100.0})),
+        parts_of(Control("rig", "eos", 9, 1.0)),
+    ][base]
+    parts = [bytearray(part) for part in valid]
+    for index, position, value in flips:
+        if parts[index]:
+            parts[index][position % len(parts[index])] = value
+    if cut is not None:
+        index, length = cut
+        parts[index] = parts[index][:length]
+    error: ProtocolError | None = None
+    try:
+        decode([bytes(part) for part in parts] + extra)
+    except ProtocolError as exc:
+        error = exc
+    assert error is None or (isinstance(error.code, Reject) and error.detail)
