@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from streamlab.cli import ProgressPrinter
 from streamlab.demo import DemoRig, evaluate, free_tcp_endpoint, plot, summary_text
+from streamlab.paths import confined_store
 from streamlab.runner import AttachOptions, attach
 
 
@@ -55,6 +56,7 @@ def demo_flow(
     n_components: int = 4,
 ) -> dict[str, Any]:
     """Stream a simulated rig for `seconds` into online similarity matching and report."""
+    store = confined_store(store)
     Path(store).parent.mkdir(parents=True, exist_ok=True)
     rig = DemoRig(channels=channels, rate=rate, latents=n_components)
     endpoint = free_tcp_endpoint()

@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from streamlab.paths import confined_store
 from streamlab.runner import AttachOptions, replay
 from streamlab.sessions import load_session
 
@@ -22,7 +23,9 @@ def replay_one(
     rate: float | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Replay one session into one store; returns the run's final metrics."""
+    """Replay one session into one store (kept inside $STREAMLAB_STORE_ROOT when it is set);
+    returns the run's final metrics."""
+    store = confined_store(store)
     loaded = load_session(session, rate=rate)
     options = AttachOptions(store=store, learners=learners, pattern="pull", overwrite=overwrite)
     progress = replay(loaded, options, realtime=realtime)
