@@ -176,6 +176,36 @@ def test_push_pull_replay_loses_nothing_under_backpressure(endpoint) -> None:
     assert source.n_gaps == 0
 
 
+def test_pub_sub_slow_consumer_drops_are_counted_as_gaps_and_queues_stay_bounded(endpoint) -> None:
+    """A live PUB rig far faster than its consumer: the rig never blocks, what the high-water
+    marks drop comes back as gaps with exact counts (every sample is either received or counted
+    missing), and what is queued stays bounded (the two HWMs plus the kernel's socket buffers:
+    16 KiB frames, so those hold a few hundred)."""
+    hwm, total = 50, 3000
+    publisher = Publisher(endpoint, pattern="pub", hwm=hwm)
+    source = ZmqSource(publisher.endpoint, pattern="sub", hwm=hwm, watch_connection=True)
+    try:
+        assert source.wait_connected(10)
+        time.sleep(0.3)  # the subscription reaches the rig
+        start = time.perf_counter()
+        for seq in range(total):
+            publisher.send(frame(seq, n=4096))
+        sending = time.perf_counter() - start
+        received, last = [], None
+        while (message := source.receive(timeout=0.5)) is not None:
+            received.append(message.seq)
+            last = message.seq
+            time.sleep(0.001)  # a consumer ~1 ms per frame: far slower than the rig
+    finally:
+        source.close()
+        publisher.close(linger=0)
+    missing = sum(event.n_missing for event in source.events if isinstance(event, Gap))
+    assert last is not None and len(received) < total / 2  # most were dropped, not queued
+    assert len(received) + missing == last + 1 - received[0]  # each one received or counted
+    assert len(received) <= 2 * hwm + 1000 * sending + 600  # bounded queues
+    assert source.n_gaps >= 1
+
+
 def test_pub_sub_with_topic_filter(endpoint) -> None:
     publisher = Publisher(endpoint, pattern="pub")
     source = ZmqSource(publisher.endpoint, pattern="sub", topic="rig/spikes")
