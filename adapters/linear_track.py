@@ -99,3 +99,16 @@ def bin_session(
     tracked = hits > 0
     position = totals[tracked] / hits[tracked, None]
     return counts[tracked].astype(np.float64), position, edges[:-1][tracked]
+
+
+def running_position(
+    session: LinearTrackSession, bin_s: float = 0.25, seconds: float = 900.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Counts (bins, units) and position along the track (bins, 1) over the first `seconds` of
+    tracking (the running part of the session): the tracked (x, y) projected on its first
+    principal axis, standardised."""
+    start = session.position_t[0]
+    counts, xy, _ = bin_session(session, bin_s, start, start + seconds)
+    centred = xy - xy.mean(0)
+    track = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+    return counts, (track / track.std())[:, None]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from streamlab.adapters.linear_track import bin_session, load_linear_track
+from streamlab.adapters.linear_track import load_linear_track, running_position
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners.control import AdaptiveKalmanDecoder, BioOFC, KalmanFilter
@@ -469,12 +469,7 @@ def test_adaptive_decoder_on_the_linear_track_matches_an_offline_decoder() -> No
     decoder fitted offline on the first half, both scored on the second half. Measured: RMSE
     0.60 (adaptive) vs 0.68 (offline) vs 0.875 (predicting the first half's mean); correlation
     0.72 vs 0.64; adaptive RMSE by sixths of the session 0.68, 0.57, 0.66, 0.65, 0.62, 0.53."""
-    session = load_linear_track(LINEAR_TRACK)
-    start = session.position_t[0]
-    counts, xy, _ = bin_session(session, 0.25, start, start + 900.0)
-    centred = xy - xy.mean(0)
-    track = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
-    position = (track / track.std())[:, None]
+    counts, position = running_position(load_linear_track(LINEAR_TRACK))
     half = len(position) // 2
     decoder = AdaptiveKalmanDecoder(n_components=1, forgetting=0.995, device="cpu")
     x = torch.from_numpy(counts.astype(np.float32))

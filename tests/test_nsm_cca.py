@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from streamlab.adapters.linear_track import bin_session, load_linear_track
+from streamlab.adapters.linear_track import load_linear_track, running_position
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners import build_learners
@@ -449,12 +449,7 @@ def test_biocca_aligns_hippocampal_counts_with_position_online() -> None:
     shifts of position, and beats the best unsupervised PSP component (which tracks variance,
     not position). Measured: |r| 0.34 online over the second half (0.14, 0.36, 0.36, 0.36, 0.33,
     0.30 by sixths), 0.39 offline, 0.20 the shift null's 99th percentile, PSP 0.17 and 0.22."""
-    session = load_linear_track(LINEAR_TRACK)
-    start = session.position_t[0]
-    counts, xy, _ = bin_session(session, 0.25, start, start + 900.0)
-    centred = xy - xy.mean(0)
-    track = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
-    position = (track / track.std())[:, None]
+    counts, position = running_position(load_linear_track(LINEAR_TRACK))
     x = torch.from_numpy(counts.astype(np.float32))
     y = torch.from_numpy(position.astype(np.float32))
     cca = BioCCA(n_components=1, eta=1e-3, device="cpu", seed=0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from streamlab.adapters.linear_track import bin_session, load_linear_track
+from streamlab.adapters.linear_track import load_linear_track, running_position
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners import LEARNERS
@@ -346,12 +346,8 @@ def test_refh_hidden_means_carry_position_on_the_linear_track() -> None:
     position): rEFH hidden means 0.385, the static harmonium's 0.81, the raw counts of the same
     bin 0.86, the first half's mean 0.875; for comparison the supervised adaptive Kalman decoder
     of test_control gets 0.60."""
-    session = load_linear_track(LINEAR_TRACK)
-    start = session.position_t[0]
-    counts, xy, _ = bin_session(session, 0.25, start, start + 900.0)
-    centred = xy - xy.mean(0)
-    track = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
-    position = track / track.std()
+    counts, position = running_position(load_linear_track(LINEAR_TRACK))
+    position = position[:, 0]
     half = len(position) // 2
 
     def rmse(features: np.ndarray) -> float:

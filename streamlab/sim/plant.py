@@ -114,6 +114,10 @@ class LinearPlant:
         """What a controller knows of x_0 before any observation, per row (batch, m)."""
         return np.tile(self.x0, (self.batch, 1))
 
+    def _process_noise(self) -> np.ndarray:
+        """w_t for every row, (batch, m)."""
+        return self._rng.standard_normal((self.batch, self.n_states)) @ self._w_chol.T
+
     def _observe(self, x: np.ndarray) -> np.ndarray:
         noise = self._rng.standard_normal((len(x), self.n_observations)) @ self._v_chol.T
         return x @ self.C.T + noise
@@ -128,8 +132,7 @@ class LinearPlant:
     def step(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Apply u_t (batch, p); returns (the newest available observation, c_{t+1})."""
         u = np.asarray(u, dtype=np.float64).reshape(self.batch, self.n_controls)
-        noise = self._rng.standard_normal((self.batch, self.n_states)) @ self._w_chol.T
-        self.x = self.x @ self.A.T + u @ self.B.T + noise
+        self.x = self.x @ self.A.T + u @ self.B.T + self._process_noise()
         self.t += 1
         self._observations.append(self._observe(self.x))
         cost = np.einsum("bi,ij,bj->b", self.x, self.Q, self.x) + np.einsum(
@@ -346,16 +349,8 @@ class _AffinePlant(LinearPlant):
         self._observations = [self._observe(self.x) if self.noisy_start else self.x @ self.C.T]
         return self._observations[0]
 
-    def step(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        u = np.asarray(u, dtype=np.float64).reshape(self.batch, self.n_controls)
-        noise = self._unit(self.t * self.n_states, self.n_states) @ self._w_chol.T
-        self.x = self.x @ self.A.T + u @ self.B.T + noise
-        self.t += 1
-        self._observations.append(self._observe(self.x))
-        cost = np.einsum("bi,ij,bj->b", self.x, self.Q, self.x) + np.einsum(
-            "bi,ij,bj->b", u, self.R, u
-        )
-        return self._observations[max(self.t - self.delay, 0)], cost
+    def _process_noise(self) -> np.ndarray:
+        return self._unit(self.t * self.n_states, self.n_states) @ self._w_chol.T
 
 
 def expected_cost(plant: LinearPlant, make_policy: Callable[[LinearPlant], Policy]) -> float:
