@@ -39,6 +39,16 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def require_positive_int(value: Any, name: str) -> None:
+    """Raise a ConfigError naming `name` unless `value` is a whole number >= 1 (not a bool)."""
+    try:
+        whole = not isinstance(value, bool) and int(value) == value and value >= 1
+    except (TypeError, ValueError):
+        whole = False
+    if not whole:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
 class Learner(base.Transformer, abc.ABC):
     """Base class of streamlab's online learners (see the module docstring).
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from streamlab.errors import ConfigError, InputShapeError
-from streamlab.learners.base import Learner, StateValue, TargetLearner
+from streamlab.learners.base import Learner, StateValue, TargetLearner, require_positive_int
 from streamlab.learners.local_rules import bmv, outer
 
 Matrix = tuple[tuple[float, ...], ...] | list[list[float]]
@@ -291,8 +291,7 @@ class AdaptiveKalmanDecoder(TargetLearner):
         self.prior_variance = prior_variance
         self.noise_floor = noise_floor
         self._init_common(device, dtype, seed)
-        if int(n_components) != n_components or n_components < 1:
-            raise ConfigError(f"n_components must be a positive integer, got {n_components!r}")
+        require_positive_int(n_components, "n_components")
         if not 0 < forgetting <= 1:
             raise ConfigError(f"forgetting must be in (0, 1], got {forgetting}")
         if prior_variance <= 0 or noise_floor <= 0:
@@ -511,8 +510,7 @@ class BioOFC(TargetLearner):
         self.advantage_clip = advantage_clip
         self.max_gain_step = max_gain_step
         self._init_common(device, dtype, seed)
-        if int(n_components) != n_components or n_components < 1:
-            raise ConfigError(f"n_components must be a positive integer, got {n_components!r}")
+        require_positive_int(n_components, "n_components")
         if int(delay) != delay or delay < 1:
             raise ConfigError(f"delay must be an integer >= 1 (steps), got {delay!r}")
         if state_dim is not None and (int(state_dim) != state_dim or state_dim < 1):

@@ -21,7 +21,7 @@ import math
 import torch
 
 from streamlab.errors import ConfigError, InputShapeError
-from streamlab.learners.base import TargetLearner
+from streamlab.learners.base import TargetLearner, require_positive_int
 from streamlab.learners.local_rules import bmv, outer
 
 VISIBLE_KINDS = ("poisson", "bernoulli", "gaussian")
@@ -106,9 +106,7 @@ class RecurrentEFH(TargetLearner):
         self.max_log_rate = max_log_rate
         self._init_common(device, dtype, seed)
         for name in ("n_components", "k", "anneal_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            require_positive_int(getattr(self, name), name)
         if isinstance(n_targets, bool) or int(n_targets) != n_targets or n_targets < 0:
             raise ConfigError(f"n_targets must be an integer >= 0, got {n_targets!r}")
         if visible not in VISIBLE_KINDS:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from streamlab.errors import ConfigError, InputShapeError
-from streamlab.learners.base import Learner, StateValue, TargetLearner
+from streamlab.learners.base import Learner, StateValue, TargetLearner, require_positive_int
 from streamlab.learners.local_rules import (
     bmv,
     hebbian_,
@@ -81,8 +81,7 @@ class SimilarityMatching(Learner):
         self.normalize = normalize
         self.refresh_every = refresh_every
         self._init_common(device, dtype, seed)
-        if int(n_components) != n_components or n_components < 1:
-            raise ConfigError(f"n_components must be a positive integer, got {n_components!r}")
+        require_positive_int(n_components, "n_components")
         if gamma <= 0 or t0 <= 0 or tau <= 0 or eta_min < 0:
             raise ConfigError("gamma, t0 and tau must be positive and eta_min non-negative")
         if 1.0 / (gamma + t0) / tau >= 1.0 or max(1.0 / (gamma + t0), eta_min) >= 0.5:
@@ -269,8 +268,7 @@ class NonnegativeSimilarityMatching(Learner):
         self.center = center
         self.normalize = normalize
         self._init_common(device, dtype, seed)
-        if int(n_components) != n_components or n_components < 1:
-            raise ConfigError(f"n_components must be a positive integer, got {n_components!r}")
+        require_positive_int(n_components, "n_components")
         if init_samples is not None and (
             int(init_samples) != init_samples or init_samples < n_components
         ):
@@ -466,8 +464,7 @@ class BioCCA(TargetLearner):
         self.refresh_every = refresh_every
         self._init_common(device, dtype, seed)
         self._n_targets: int | None = None
-        if int(n_components) != n_components or n_components < 1:
-            raise ConfigError(f"n_components must be a positive integer, got {n_components!r}")
+        require_positive_int(n_components, "n_components")
         if eta <= 0 or eta_decay < 0 or tau <= 0:
             raise ConfigError(
                 f"need eta > 0, eta_decay >= 0 and tau > 0, got {eta!r}, {eta_decay!r}, {tau!r}"
