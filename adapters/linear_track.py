@@ -8,6 +8,11 @@ a decoder streams.
 
 from __future__ import annotations
 
+import io
+import logging
+import math
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +22,7 @@ from streamlab.errors import SessionError
 
 _RECORD = np.dtype([("t", "<u4"), ("x1", "<u2"), ("y1", "<u2"), ("x2", "<u2"), ("y2", "<u2")])
 _END = b"<End settings>"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,17 +49,120 @@ def load_linear_track(folder: str | Path) -> LinearTrackSession:
     for path in (spikes_path, tracking_path):
         if not path.is_file():
             raise SessionError(f"{path} is missing; a linear-track session folder holds both")
-    mat = loadmat(spikes_path, squeeze_me=True, struct_as_record=False)
+    raw = spikes_path.read_bytes()
+    _check_mat5(raw, spikes_path)
+    try:
+        mat = loadmat(io.BytesIO(raw), squeeze_me=True, struct_as_record=False)
+    except Exception as exc:  # scipy raises many types for a corrupt file; all mean the same
+        raise SessionError(
+            f"cannot read {spikes_path} as a MATLAB file ({type(exc).__name__}: {exc}); "
+            "is it a MatClust spikes.mat, complete and uncorrupted?"
+        ) from exc
     if "spikes" not in mat:
         raise SessionError(f"{spikes_path} has no struct 'spikes'; found {sorted(mat)}")
-    units = [np.sort(np.atleast_1d(t).astype(np.float64)) for t in _unit_times(mat["spikes"])]
+    units = [_spike_times(times, spikes_path) for times in _unit_times(mat["spikes"])]
+    if not units:
+        raise SessionError(f"{spikes_path} holds no unit with spike times")
     t, xy = _read_tracking(tracking_path)
     return LinearTrackSession(units, t, xy)
+
+
+def _check_mat5(raw: bytes, path: Path) -> None:
+    """Refuse a spikes.mat that scipy could be made to over-allocate on: it must carry a MATLAB 5
+    (v6/v7) header (scipy reads a headerless file as v4, whose sizes are unchecked), and every
+    data element's stated size must fit in what holds it (scipy allocates a stated size before
+    reading), which `_check_elements` walks."""
+    if raw.startswith(b"MATLAB 7.3 MAT-file"):
+        raise SessionError(
+            f"{path} is a MATLAB v7.3 (HDF5) file; save it with save(..., '-v7') to read it here"
+        )
+    if not raw.startswith(b"MATLAB 5.0 MAT-file") or raw[126:128] not in (b"IM", b"MI"):
+        raise SessionError(
+            f"{path} does not start with a MATLAB 5 MAT-file header; it is not a spikes.mat "
+            "written by MATLAB (or it is corrupt)"
+        )
+    problem = _check_elements(raw[128:], "<" if raw[126:128] == b"IM" else ">", len(raw) * 64)
+    if problem:
+        raise SessionError(f"{path} is corrupt: {problem}")
+
+
+_MI_MATRIX, _MI_COMPRESSED, _CELL, _STRUCT = 14, 15, 1, 2
+
+
+def _check_elements(data: bytes, endian: str, budget: int) -> str | None:
+    """The first inconsistency among the MAT v5 data elements in `data` (None if none): a size
+    larger than its container, a cell or struct array with more elements than bytes to hold
+    them, or compressed content inflating past `budget` bytes."""
+    offset = 0
+    while offset + 8 <= len(data):
+        kind, size = struct.unpack_from(endian + "II", data, offset)
+        if kind >> 16:  # small element: type and size share the first word, data the second
+            offset += 8
+            continue
+        body = data[offset + 8 : offset + 8 + size]
+        if len(body) < size:
+            return f"an element at byte {offset} states {size} bytes, only {len(body)} follow"
+        if kind == _MI_COMPRESSED:
+            inflater = zlib.decompressobj()
+            try:
+                inner = inflater.decompress(body, budget)
+            except zlib.error as exc:
+                return f"compressed element at byte {offset} does not inflate ({exc})"
+            if inflater.unconsumed_tail:
+                return f"compressed element at byte {offset} inflates past {budget} bytes"
+            problem = _check_elements(inner, endian, budget)
+        elif kind == _MI_MATRIX:
+            problem = _check_matrix(body, endian, budget)
+        else:
+            problem = None
+        if problem:
+            return problem
+        offset += 8 + size + (-size % 8 if kind != _MI_COMPRESSED else 0)
+    return None
+
+
+def _check_matrix(body: bytes, endian: str, budget: int) -> str | None:
+    """A miMATRIX: its sub-elements must fit, and a cell or struct array's element count must not
+    exceed the bytes left for its elements (each needs an 8-byte tag at least)."""
+    if len(body) < 16:
+        return None  # an empty matrix
+    flags_kind, flags_size = struct.unpack_from(endian + "II", body, 0)
+    if flags_kind >> 16 or flags_size != 8 or len(body) < 24:
+        return "a matrix element has a malformed array-flags sub-element"
+    array_class = struct.unpack_from(endian + "I", body, 8)[0] & 0xFF
+    dims_kind, dims_size = struct.unpack_from(endian + "II", body, 16)
+    if dims_kind >> 16:
+        dims_size = dims_kind >> 16
+        dims_bytes, after = body[20:24], 24
+    else:
+        dims_bytes, after = body[24 : 24 + dims_size], 24 + dims_size + (-dims_size % 8)
+    if len(dims_bytes) < dims_size or dims_size % 4:
+        return "a matrix element's dimensions do not fit in it"
+    count = math.prod(struct.unpack_from(f"{endian}{dims_size // 4}i", dims_bytes))
+    if array_class in (_CELL, _STRUCT) and not 0 <= count <= len(body) // 8:
+        return f"a cell or struct array states {count} elements in {len(body)} bytes"
+    return _check_elements(body[after:], endian, budget)
+
+
+def _spike_times(times: object, path: Path) -> np.ndarray:
+    """One unit's spike times as sorted float64 seconds; non-numbers and NaN/inf are refused."""
+    try:
+        values = np.atleast_1d(np.asarray(times, dtype=np.float64))
+    except (TypeError, ValueError) as exc:
+        raise SessionError(f"{path}: a unit's 'time' field is not numeric ({exc})") from exc
+    if values.ndim != 1 or not np.isfinite(values).all():
+        raise SessionError(
+            f"{path}: a unit's 'time' field must be a finite vector of seconds, got shape "
+            f"{values.shape} with {int((~np.isfinite(values)).sum())} non-finite value(s)"
+        )
+    return np.sort(values)
 
 
 def _unit_times(node: object) -> list[np.ndarray]:
     """The `time` arrays of every non-empty unit struct, depth first (tetrode, then cell)."""
     if hasattr(node, "_fieldnames"):
+        if "time" not in node._fieldnames:
+            raise SessionError(f"a unit struct has fields {node._fieldnames}, none named 'time'")
         times = np.atleast_1d(node.time)
         return [times] if times.size else []
     if isinstance(node, np.ndarray) and node.dtype == object:
@@ -70,10 +179,26 @@ def _read_tracking(path: Path) -> tuple[np.ndarray, np.ndarray]:
     clock = 30000.0
     for line in settings.splitlines():
         if line.strip().startswith("clockrate:"):
-            clock = float(line.split(":", 1)[1])
+            value = line.split(":", 1)[1].strip()
+            try:
+                clock = float(value)
+            except ValueError:
+                clock = math.nan
+            if not (math.isfinite(clock) and clock > 0):
+                raise SessionError(
+                    f"{path}: clockrate {value!r} is not a positive number of ticks per second"
+                )
     body = raw[end + len(_END) :]
     body = body[2:] if body.startswith(b"\r\n") else body[1:]
     n = len(body) // _RECORD.itemsize
+    if n == 0:
+        raise SessionError(f"{path} has settings but no position records after them")
+    if len(body) % _RECORD.itemsize:
+        logger.warning(
+            "%s: the last %d byte(s) do not make a whole record (a torn write?) and are ignored",
+            path,
+            len(body) % _RECORD.itemsize,
+        )
     records = np.frombuffer(body[: n * _RECORD.itemsize], dtype=_RECORD)
     xy = np.stack([records["x1"], records["y1"]], axis=1).astype(np.float64)
     return records["t"].astype(np.float64) / clock, xy

@@ -6,7 +6,11 @@ An `.npz` session holds `data` (time, channel) and may hold `rate` (Hz), `kind`,
 
 from __future__ import annotations
 
+import io
+import math
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,8 @@ import numpy as np
 import zarr
 
 from streamlab.errors import SessionError
+
+_NPY_HEADER_MAX = 10_000  # bytes: numpy's own limit on a trusted .npy header
 
 
 @dataclass
@@ -68,6 +74,11 @@ def load_session(
         raise SessionError(
             f"{path} is neither an .npz file nor a Zarr store; see streamlab.sessions"
         )
+    if session.data.dtype.kind not in "biuf":
+        raise SessionError(
+            f"session {path} data has dtype {session.data.dtype}; replay needs numbers "
+            "(integer or float counts / dF/F)"
+        )
     if session.data.ndim != 2 or session.data.shape[0] == 0:
         raise SessionError(
             f"session {path} data must be (time, channel) with samples, got {session.data.shape}"
@@ -78,24 +89,77 @@ def load_session(
 
 
 def _load_npz(path: Path, rate: float | None, stream: str) -> Session:
+    """Read an `.npz` session without trusting it: every array's header is checked against the
+    bytes its zip member holds before anything is allocated, and no pickles are loaded."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if "data" not in npz:
+        with zipfile.ZipFile(path) as archive:
+            members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+            if "data" not in members:
                 raise SessionError(
-                    f"{path} has no 'data' array (time, channel); it has {sorted(npz.files)}"
+                    f"{path} has no 'data' array (time, channel); it has {sorted(members)}"
                 )
-            channels = [str(c) for c in npz["channels"]] if "channels" in npz else []
-            return Session(
-                data=np.asarray(npz["data"]),
-                rate=float(rate or npz.get("rate", 0.0)),
-                kind=str(npz["kind"]) if "kind" in npz else "spikes",
-                first_seq=int(npz["first_seq"]) if "first_seq" in npz else 0,
-                t0=float(npz["t0"]) if "t0" in npz else 0.0,
-                stream=stream,
-                meta={"channels": channels} if channels else {},
-            )
-    except (OSError, ValueError) as exc:
+            arrays = {
+                key: _read_npy_member(archive, members[key], path)
+                for key in ("data", "rate", "kind", "first_seq", "t0", "channels")
+                if key in members
+            }
+        channels = (
+            [str(c) for c in np.atleast_1d(arrays["channels"])] if "channels" in arrays else []
+        )
+        return Session(
+            data=arrays["data"],
+            rate=float(rate or arrays.get("rate", 0.0)),
+            kind=str(arrays["kind"]) if "kind" in arrays else "spikes",
+            first_seq=int(arrays["first_seq"]) if "first_seq" in arrays else 0,
+            t0=float(arrays["t0"]) if "t0" in arrays else 0.0,
+            stream=stream,
+            meta={"channels": channels} if channels else {},
+        )
+    except SessionError:
+        raise
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        EOFError,
+        RuntimeError,
+        NotImplementedError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as exc:  # every way zipfile and numpy report a corrupt archive
         raise SessionError(f"cannot read {path} as an .npz session: {exc}") from exc
+
+
+def _read_npy_member(archive: zipfile.ZipFile, name: str, path: Path) -> np.ndarray:
+    """One `.npy` member of an archive, refused (SessionError) when its header states a shape
+    its bytes cannot hold, an object dtype, or when it is not an `.npy` array at all."""
+    with archive.open(name) as member:
+        head = member.read(_NPY_HEADER_MAX)
+    stream = io.BytesIO(head)
+    try:
+        version = np.lib.format.read_magic(stream)
+        reader = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = reader(stream, max_header_size=_NPY_HEADER_MAX)
+    except (ValueError, SyntaxError) as exc:
+        raise SessionError(f"{path}: member {name!r} is not a valid .npy array ({exc})") from exc
+    if dtype.hasobject:
+        raise SessionError(
+            f"{path}: member {name!r} holds Python objects; sessions hold numbers and strings "
+            "only (objects would need unpickling, which streamlab never does)"
+        )
+    stated = math.prod(shape) * dtype.itemsize
+    held = archive.getinfo(name).file_size - stream.tell()
+    if stated > held:
+        raise SessionError(
+            f"{path}: member {name!r} claims shape {shape} of {dtype} ({stated} bytes) but holds "
+            f"{held} bytes; the file is truncated or corrupt"
+        )
+    with archive.open(name) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
 
 
 def _load_zarr(path: Path, rate: float | None, stream: str) -> Session:
@@ -106,6 +170,7 @@ def _load_zarr(path: Path, rate: float | None, stream: str) -> Session:
         seq = root["input/seq"][:rows]
         if rows == 0:
             raise SessionError(f"{path} recorded no input rows")
+        _refuse_oversized(root["input/data"], rows, path)
         return Session(
             data=root["input/data"][:rows],
             rate=float(rate or info.get("rate") or 0.0),
@@ -116,6 +181,7 @@ def _load_zarr(path: Path, rate: float | None, stream: str) -> Session:
             meta=dict(info.get("meta", {})),
         )
     if "data" in root:
+        _refuse_oversized(root["data"], None, path)
         return Session(
             data=root["data"][...],
             rate=float(rate or root.attrs.get("rate", 0.0)),
@@ -123,3 +189,27 @@ def _load_zarr(path: Path, rate: float | None, stream: str) -> Session:
             stream=stream,
         )
     raise SessionError(f"{path} has neither input/data (a streamlab run) nor a data array")
+
+
+def _refuse_oversized(array: Any, rows: int | None, path: Path) -> None:
+    """Replay holds a session in memory: refuse one whose stated size is more than the memory
+    this machine has free, before reading it (a corrupt shape must not exhaust memory)."""
+    shape = (min(rows, array.shape[0]), *array.shape[1:]) if rows is not None else array.shape
+    stated = math.prod(shape) * np.dtype(array.dtype).itemsize
+    available = _available_memory()
+    if available is not None and stated > available:
+        raise SessionError(
+            f"{path}: the session's data array states shape {tuple(shape)} ({stated} bytes), more "
+            f"than the {available} bytes of free memory; the store is corrupt, or replay a slice"
+        )
+
+
+def _available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is no /proc)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
