@@ -163,21 +163,26 @@ def replay(
     failure: list[BaseException] = []
 
     def feed() -> None:
+        runs = session.runs()
         try:
-            play(
-                publisher,
-                session.stream,
-                session.blocks(),
-                rate=session.rate,
-                kind=session.kind,
-                realtime=realtime,
-                frame_samples=frame_samples,
-                first_seq=session.first_seq,
-                t0=session.t0,
-                meta=session.meta,
-                hello_every=None,
-                stop=stop,
-            )
+            for index, (lo, hi) in enumerate(runs):  # a recorded gap stays a gap
+                first_seq, t0 = session.seq_and_t(lo)
+                play(
+                    publisher,
+                    session.stream,
+                    session.blocks(lo=lo, hi=hi),
+                    rate=session.rate,
+                    kind=session.kind,
+                    realtime=realtime,
+                    frame_samples=frame_samples,
+                    first_seq=first_seq,
+                    t0=t0,
+                    meta=session.meta,
+                    hello_every=None,
+                    stop=stop,
+                    send_eos=index == len(runs) - 1,
+                    times=None if session.t is None else session.t[lo:hi],
+                )
         except BaseException as exc:  # re-raised in the caller's thread below
             failure.append(exc)
 

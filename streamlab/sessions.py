@@ -1,5 +1,6 @@
-"""Recorded sessions to replay: a NumPy `.npz` file or a Zarr store (a streamlab run that
-recorded its input, or any group with a `data` array of (time, channel)).
+"""Recorded sessions to replay: a NumPy `.npz` or `.npy` file or a Zarr store (a streamlab run
+that recorded its input, or any group with a `data` array of (time, channel)). Other formats
+(NWB, Suite2p, MATLAB recordings) are read by `streamlab.adapters.open_session`.
 
 An `.npz` session holds `data` (time, channel) and may hold `rate` (Hz), `kind`, `first_seq`,
 `t0` and `channels` (names). `streamlab sim --out FILE.npz` writes one."""
@@ -7,6 +8,7 @@ An `.npz` session holds `data` (time, channel) and may hold `rate` (Hz), `kind`,
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import os
 import zipfile
@@ -26,7 +28,8 @@ _NPY_HEADER_MAX = 10_000  # bytes: numpy's own limit on a trusted .npy header
 @dataclass
 class Session:
     """Samples of one stream recorded for replay; sample k has seq first_seq + k and time
-    t0 + k / rate."""
+    t0 + k / rate, unless `seq` and `t` give each row's own (a recorded live run, whose seq
+    jumps where samples were lost: replay keeps those gaps)."""
 
     data: np.ndarray
     rate: float
@@ -35,14 +38,32 @@ class Session:
     t0: float = 0.0
     stream: str = "replay/spikes"
     meta: dict[str, Any] = field(default_factory=dict)
+    seq: np.ndarray | None = None
+    t: np.ndarray | None = None
+
+    def runs(self) -> list[tuple[int, int]]:
+        """Row ranges [lo, hi) of consecutive seq: one range unless `seq` has gaps."""
+        if self.seq is None or self.n_samples == 0:
+            return [(0, self.n_samples)]
+        breaks = np.flatnonzero(np.diff(self.seq.astype(np.int64)) != 1) + 1
+        edges = [0, *breaks.tolist(), self.n_samples]
+        return list(itertools.pairwise(edges))
 
     @property
     def n_samples(self) -> int:
         return int(self.data.shape[0])
 
-    def blocks(self, block: int = 4096):
-        for lo in range(0, self.n_samples, block):
-            yield self.data[lo : lo + block]
+    def seq_and_t(self, row: int) -> tuple[int, float]:
+        """The seq and time of row `row`."""
+        if self.seq is not None and self.t is not None:
+            return int(self.seq[row]), float(self.t[row])
+        return self.first_seq + row, self.t0 + row / self.rate
+
+    def blocks(self, block: int = 4096, lo: int = 0, hi: int | None = None):
+        """Rows [lo, hi) (default: all) in blocks of `block` rows."""
+        hi = self.n_samples if hi is None else hi
+        for start in range(lo, hi, block):
+            yield self.data[start : min(start + block, hi)]
 
 
 def save_session(path: str | os.PathLike[str], session: Session) -> None:
@@ -68,11 +89,14 @@ def load_session(
     name = stream or f"replay/{path.stem}"
     if path.suffix == ".npz":
         session = _load_npz(path, rate, name)
+    elif path.suffix == ".npy":
+        session = _load_npy(path, rate, name)
     elif (path / "zarr.json").exists():
         session = _load_zarr(path, rate, name)
     else:
         raise SessionError(
-            f"{path} is neither an .npz file nor a Zarr store; see streamlab.sessions"
+            f"{path} is neither an .npz/.npy file nor a Zarr store; see streamlab.sessions "
+            "(streamlab.adapters.open_session reads NWB, Suite2p and MATLAB recordings too)"
         )
     if session.data.dtype.kind not in "biuf":
         raise SessionError(
@@ -135,6 +159,27 @@ def _read_npy_member(archive: zipfile.ZipFile, name: str, path: Path) -> np.ndar
     its bytes cannot hold, an object dtype, or when it is not an `.npy` array at all."""
     with archive.open(name) as member:
         head = member.read(_NPY_HEADER_MAX)
+    _check_npy_header(head, archive.getinfo(name).file_size, f"{path}: member {name!r}")
+    with archive.open(name) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
+def _load_npy(path: Path, rate: float | None, stream: str) -> Session:
+    """Read a bare `.npy` array (samples x channels); its header is checked as an `.npz`
+    member's is, and it states no rate, so `rate` is required."""
+    with path.open("rb") as file:
+        _check_npy_header(file.read(_NPY_HEADER_MAX), path.stat().st_size, str(path))
+        file.seek(0)
+        try:
+            data = np.lib.format.read_array(file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise SessionError(f"cannot read {path} as a .npy array: {exc}") from exc
+    return Session(data=data, rate=float(rate or 0.0), stream=stream)
+
+
+def _check_npy_header(head: bytes, size: int, where: str) -> None:
+    """Refuse (SessionError) an `.npy` whose header (the start of it, `head`) states a shape its
+    `size` bytes cannot hold, an object dtype, or that is not an `.npy` array at all."""
     stream = io.BytesIO(head)
     try:
         version = np.lib.format.read_magic(stream)
@@ -145,21 +190,19 @@ def _read_npy_member(archive: zipfile.ZipFile, name: str, path: Path) -> np.ndar
         )
         shape, _, dtype = reader(stream, max_header_size=_NPY_HEADER_MAX)
     except (ValueError, SyntaxError) as exc:
-        raise SessionError(f"{path}: member {name!r} is not a valid .npy array ({exc})") from exc
+        raise SessionError(f"{where} is not a valid .npy array ({exc})") from exc
     if dtype.hasobject:
         raise SessionError(
-            f"{path}: member {name!r} holds Python objects; sessions hold numbers and strings "
+            f"{where} holds Python objects; sessions hold numbers and strings "
             "only (objects would need unpickling, which streamlab never does)"
         )
     stated = math.prod(shape) * dtype.itemsize
-    held = archive.getinfo(name).file_size - stream.tell()
+    held = size - stream.tell()
     if stated > held:
         raise SessionError(
-            f"{path}: member {name!r} claims shape {shape} of {dtype} ({stated} bytes) but holds "
+            f"{where} claims shape {shape} of {dtype} ({stated} bytes) but holds "
             f"{held} bytes; the file is truncated or corrupt"
         )
-    with archive.open(name) as member:
-        return np.lib.format.read_array(member, allow_pickle=False)
 
 
 def _load_zarr(path: Path, rate: float | None, stream: str) -> Session:
@@ -179,6 +222,8 @@ def _load_zarr(path: Path, rate: float | None, stream: str) -> Session:
             t0=float(root["input/t"][0]),
             stream=stream,
             meta=dict(info.get("meta", {})),
+            seq=np.asarray(seq, dtype=np.uint64),
+            t=np.asarray(root["input/t"][:rows], dtype=np.float64),
         )
     if "data" in root:
         _refuse_oversized(root["data"], None, path)

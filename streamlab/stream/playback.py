@@ -30,12 +30,15 @@ def play(
     hello_every: float | None = 1.0,
     stop: threading.Event | None = None,
     send_eos: bool = True,
+    times: np.ndarray | None = None,
 ) -> int:
     """Send `blocks` (each (m, n)) as frames of `frame_samples` samples; returns samples sent.
 
     Sample k gets `seq = first_seq + k` and `t = t0 + k / rate`. A hello opens the stream and is
     repeated every `hello_every` seconds so that late subscribers learn the metadata; an eos
-    closes it unless `stop` was set or `send_eos` is False."""
+    closes it unless `stop` was set or `send_eos` is False. `times`, when given, are the
+    samples' own times instead (a recorded run's, so that its replay stamps every frame as the
+    live run did)."""
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
     hello_meta = dict(meta or {})
@@ -57,7 +60,8 @@ def play(
                 last_hello = now
             if realtime:
                 _wait_until(start + (sent + chunk.shape[0] - 1) / rate)
-            publisher.send(Frame(stream, chunk, first_seq + sent, t0 + sent / rate, kind, rate))
+            t = t0 + sent / rate if times is None else float(times[sent])
+            publisher.send(Frame(stream, chunk, first_seq + sent, t, kind, rate))
             sent += chunk.shape[0]
     if send_eos and not (stop is not None and stop.is_set()):
         publisher.eos(stream, first_seq + sent, t0 + sent / rate)
