@@ -3,11 +3,12 @@ with three learners and checkpointing, for `--seconds` (30 minutes by default). 
 samples the attach process's resident memory (VmRSS, from /proc) every second and, at the end,
 reads the run's metrics from the store.
 
-Printed: RSS after warm-up (the first 10% of the run) and at the end, its growth per minute
-over the steady part (a least-squares slope; flat means no leak), samples, gaps and missing
-samples (must be 0 over PUSH/PULL), p50/p99 latency of the first and last tenth of the samples,
-and a one-line JSON summary. Exits non-zero if samples were lost or RSS grew by more than
-`--max-growth-mb-per-min`.
+Printed: whether the rig kept real time (over PUSH/PULL a slower consumer slows the rig instead
+of losing samples; a machine busy with other work shows it here), RSS after warm-up (the first
+10% of the run) and at the end, its growth per minute over the steady part (a least-squares
+slope; flat means no leak), samples, gaps and missing samples (must be 0 over PUSH/PULL), p50/p99
+latency of the first and last tenth of the samples, and a one-line JSON summary. Exits non-zero
+if samples were lost or RSS grew by more than `--max-growth-mb-per-min`.
 
 Run (from the repository root, with nothing else heavy running):
 
@@ -78,18 +79,42 @@ def soak(seconds: float, channels: int, rate: float, store: Path) -> dict[str, o
         stderr=subprocess.PIPE,
         text=True,
     )
+    try:
+        samples, rig_wall, finished = watch(attach, rig, seconds)
+    finally:  # never leave a rig or a run behind, whatever happened here
+        for process in (rig, attach):
+            if process.poll() is None:
+                process.kill()
+    rig_err = rig.communicate(timeout=60)[1]
+    _, attach_err = attach.communicate(timeout=120)
+    if finished and (attach.returncode != 0 or rig.returncode != 0):
+        raise SystemExit(f"run failed:\n{attach_err[-2000:]}\n{rig_err[-2000:]}")
+    return {
+        "rss": samples,
+        "finished": finished,
+        "rig_wall_s": rig_wall,
+        "real_time_factor": None if rig_wall is None else rig_wall / seconds,
+        **read_run(store),
+    }
+
+
+def watch(
+    attach: subprocess.Popen[str], rig: subprocess.Popen[str], seconds: float
+) -> tuple[list[tuple[float, float]], float | None, bool]:
+    """Sample the run's RSS every second until it ends. Over PUSH/PULL a consumer slower than
+    real time slows the rig down (backpressure) rather than losing samples: allow twice the
+    nominal time, then give up. Returns (RSS samples, the rig's wall time, finished)."""
     samples: list[tuple[float, float]] = []
     start = time.monotonic()
-    while attach.poll() is None and time.monotonic() - start < seconds + 120:
+    rig_wall: float | None = None
+    while attach.poll() is None and time.monotonic() - start < 2 * seconds + 120:
         memory = rss_mb(attach.pid)
         if memory is not None:
             samples.append((time.monotonic() - start, memory))
+        if rig_wall is None and rig.poll() is not None:
+            rig_wall = time.monotonic() - start
         time.sleep(1.0)
-    rig_err = rig.communicate(timeout=60)[1]
-    _, attach_err = attach.communicate(timeout=120)
-    if attach.returncode != 0 or rig.returncode != 0:
-        raise SystemExit(f"run failed:\n{attach_err[-2000:]}\n{rig_err[-2000:]}")
-    return {"rss": samples, **read_run(store)}
+    return samples, rig_wall, attach.poll() is not None
 
 
 def read_run(path: Path) -> dict[str, object]:
@@ -134,10 +159,19 @@ def main() -> None:
         f"warm-up, {result['rss_end_mb']:.0f} MB at the end ({slope:+.2f} MB/min); latency "
         f"p50/p99 first tenth {result['p50_p99_first_us'][0]:.0f}/"
         f"{result['p50_p99_first_us'][1]:.0f} us, last tenth {result['p50_p99_last_us'][0]:.0f}/"
-        f"{result['p50_p99_last_us'][1]:.0f} us"
+        f"{result['p50_p99_last_us'][1]:.0f} us; the rig took "
+        + (
+            f"{result['rig_wall_s']:.0f} s for {args.seconds:.0f} s of samples"
+            if result["rig_wall_s"] is not None
+            else "longer than twice real time (stopped: the consumer could not keep up)"
+        )
     )
     print(json.dumps({"soak": result}))
-    lost = result["missing"] or result["samples"] != result["expected_samples"]
+    lost = (
+        not result["finished"]
+        or result["missing"]
+        or result["samples"] != result["expected_samples"]
+    )
     if lost or slope > args.max_growth_mb_per_min:
         raise SystemExit("soak failed: samples lost or memory growing")
 

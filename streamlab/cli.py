@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from streamlab.errors import ConfigError, StreamlabError
@@ -93,15 +94,42 @@ def _parser() -> argparse.ArgumentParser:
     attach.add_argument(
         "--resume", action="store_true", help="continue a killed run from its last checkpoint"
     )
+    attach.add_argument(
+        "--open-ephys",
+        action="store_true",
+        help="the endpoint is an Open Ephys GUI ZMQ Interface data socket (e.g. "
+        "tcp://127.0.0.1:5556), not a streamlab stream",
+    )
+    attach.add_argument(
+        "--heartbeat",
+        default=None,
+        metavar="ENDPOINT",
+        help="Open Ephys: the plugin's heartbeat socket (default: the data port + 1)",
+    )
     attach.set_defaults(handler=_cmd_attach)
 
     replay = sub.add_parser(
-        "replay", help="replay a recorded session (.npz or Zarr) through the pipeline"
+        "replay",
+        help="replay a recording (NWB, Suite2p folder, .mat, .npz/.npy, Zarr) through the pipeline",
     )
-    replay.add_argument("session", help="a .npz file or a Zarr store with recorded input")
+    replay.add_argument(
+        "session",
+        help="an .nwb file, a Suite2p plane folder, a zebrafish .mat, a linear-track folder, a "
+        ".npz/.npy file or a Zarr store with recorded input",
+    )
     _run_options(replay)
     replay.add_argument(
         "--rate", type=float, default=None, help="sampling rate if the session lacks one"
+    )
+    replay.add_argument(
+        "--bin",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="spike-count bin for spike times (NWB Units, linear track; default 0.1)",
+    )
+    replay.add_argument(
+        "--series", default=None, metavar="NAME", help="NWB: replay this TimeSeries, not Units"
     )
     replay.add_argument("--realtime", action="store_true", help="pace at the recorded rate")
     replay.set_defaults(handler=_cmd_replay)
@@ -126,6 +154,29 @@ def _parser() -> argparse.ArgumentParser:
     keys_new.add_argument("name")
     keys_new.add_argument("--dir", default="keys", help="directory for the files (default keys)")
     keys_new.set_defaults(handler=_cmd_keys_new)
+
+    schedule = sub.add_parser(
+        "schedule",
+        help="run the nightly flow on a cron schedule (no Prefect server or worker needed)",
+        description="Run the nightly flow on a schedule from this process: each time the cron "
+        "fires it replays the new sessions of ARCHIVE into STORE_DIR. Keep the process running "
+        "(a systemd unit, tmux); Ctrl-C stops it. With a Prefect server, use the deployments "
+        "in deploy/prefect.yaml instead.",
+    )
+    schedule.add_argument("archive", help="folder the rig writes sessions into")
+    schedule.add_argument("store_dir", help="folder for one store per session and the summaries")
+    schedule.add_argument(
+        "--learner", action="append", dest="learners", metavar="SPEC", help="as for attach"
+    )
+    schedule.add_argument("--cron", default="0 2 * * *", help="when (default 02:00 daily)")
+    schedule.add_argument(
+        "--timezone", default=None, help="IANA zone of the cron (default: this machine's)"
+    )
+    schedule.add_argument("--dask", metavar="ADDRESS", help="fan out over this Dask scheduler")
+    schedule.add_argument(
+        "--max-runs", type=int, default=None, help="stop after this many runs (default: never)"
+    )
+    schedule.set_defaults(handler=_cmd_schedule)
 
     inspect = sub.add_parser(
         "inspect", help="what a store holds: learners, rows, gaps, rejects, status"
@@ -217,27 +268,45 @@ def _options(args: argparse.Namespace, pattern: str) -> Any:
 def _cmd_attach(args: argparse.Namespace) -> int:
     from streamlab.runner import attach
 
-    options = _options(args, "pull" if args.pull else "sub")
-    if args.seconds is None and not args.until_eos:
+    options = _options(args, "pull" if args.pull or args.open_ephys else "sub")
+    if args.seconds is None and (args.open_ephys or not args.until_eos):
         print("attach: running until interrupted (Ctrl-C) ...", file=sys.stderr)
     printer = ProgressPrinter(quiet=args.quiet)
-    progress = attach(
-        args.endpoint,
-        options,
-        seconds=args.seconds,
-        until_eos=args.until_eos,
-        on_progress=printer,
-        on_pipeline=_stop_on_sigterm,
-    )
+    bridge = None
+    endpoint = args.endpoint
+    if args.open_ephys:
+        # the plugin's per-channel messages, regrouped into frames and passed on over a
+        # loopback PUSH socket, so the run takes the same path (and gap checks) as any stream
+        from streamlab.adapters.open_ephys import Bridge
+
+        if args.pull or args.topic:
+            raise ConfigError("--open-ephys subscribes to the plugin itself: drop --pull/--topic")
+        bridge = Bridge(args.endpoint, heartbeat=args.heartbeat).start()
+        endpoint = bridge.endpoint
+        print(f"attach: Open Ephys data {args.endpoint} via {endpoint}", file=sys.stderr)
+    elif args.heartbeat:
+        raise ConfigError("--heartbeat is for --open-ephys")
+    try:
+        progress = attach(
+            endpoint,
+            options,
+            seconds=args.seconds,
+            until_eos=args.until_eos and not args.open_ephys,
+            on_progress=printer,
+            on_pipeline=_stop_on_sigterm,
+        )
+    finally:
+        if bridge is not None:
+            bridge.close()
     printer.finish(progress, args.store)
     return 0
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from streamlab.adapters import open_session
     from streamlab.runner import replay
-    from streamlab.sessions import load_session
 
-    session = load_session(args.session, rate=args.rate)
+    session = open_session(args.session, rate=args.rate, bin_s=args.bin, series=args.series)
     printer = ProgressPrinter(quiet=args.quiet)
     progress = replay(session, _options(args, "pull"), realtime=args.realtime, on_progress=printer)
     printer.finish(progress, args.store)
@@ -357,6 +426,47 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     result = demo_flow(seconds=args.seconds, store=store, channels=args.channels, rate=args.rate)
     print(result["summary"])
     return 0 if result["status"] == "complete" else 1
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from streamlab.flows.nightly import DEFAULT_LEARNERS, next_run, serve_nightly
+    from streamlab.learners import parse_spec
+
+    learners = args.learners or DEFAULT_LEARNERS
+    for spec in learners:
+        parse_spec(spec)
+    if not Path(args.archive).is_dir():
+        raise ConfigError(f"archive {args.archive!r} is not a folder")
+    timezone = args.timezone or _local_timezone()
+    from datetime import UTC, datetime
+
+    first = next_run(args.cron, timezone, datetime.now(UTC))  # a ConfigError if invalid
+    print(
+        f"streamlab schedule: nightly flow at {args.cron!r} ({timezone}), next {first}; "
+        "Ctrl-C stops",
+        flush=True,
+    )
+    serve_nightly(
+        args.cron,
+        timezone,
+        {
+            "archive": str(Path(args.archive).resolve()),
+            "store_dir": str(Path(args.store_dir).resolve()),
+            "learners": learners,
+            "dask_address": args.dask,
+        },
+        max_runs=args.max_runs,
+    )
+    return 0
+
+
+def _local_timezone() -> str:
+    """This machine's IANA time zone name (from /etc/localtime), or UTC."""
+    try:
+        target = os.path.realpath("/etc/localtime")
+        return target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else "UTC"
+    except OSError:
+        return "UTC"
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:

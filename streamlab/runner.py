@@ -5,6 +5,7 @@ publishing."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -178,7 +179,7 @@ def replay(
                     first_seq=first_seq,
                     t0=t0,
                     meta=session.meta,
-                    hello_every=None,
+                    hello_every=math.inf if index == 0 else None,  # one hello: the metadata
                     stop=stop,
                     send_eos=index == len(runs) - 1,
                     times=None if session.t is None else session.t[lo:hi],

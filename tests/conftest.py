@@ -66,3 +66,12 @@ def run_cli(
 @pytest.fixture(autouse=True, scope="session")
 def _prefect_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """Prefect's real API server, started once for the test session (about 17 s on 2 cores)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield

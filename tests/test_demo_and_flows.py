@@ -42,14 +42,6 @@ def test_demo_writes_a_complete_store_and_a_picture(tmp_path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
-
-
 def make_session(path, seed: int, samples: int = 1500) -> np.ndarray:
     data, _ = LatentPoissonPopulation(n_neurons=12, rate=500.0, seed=seed).sample(samples)
     save_session(

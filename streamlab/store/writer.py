@@ -10,6 +10,10 @@ after them. A failed write stops the writer: later jobs are dropped (nothing hal
 `check()` raises the error in the pipeline's process. The child dies with its parent (Linux
 parent-death signal, and a poll of the parent pid elsewhere), so a killed run never leaves a
 writer behind to race the run that resumes it.
+
+A daemonic process (a Dask worker, a multiprocessing pool) may not start children; there the
+writer runs on a thread instead, with the same order and error semantics: fine for a replay,
+which has no live latency to protect.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -38,15 +43,26 @@ class StoreWriter:
     wait (backpressure rather than unbounded growth)."""
 
     def __init__(self, path: str, *, max_pending: int = 256) -> None:
-        context = multiprocessing.get_context("spawn")  # never fork a process with live threads
-        self._jobs = context.Queue(maxsize=max_pending)
-        self._results = context.Queue()
-        self._process = context.Process(
-            target=_serve,
-            args=(path, self._jobs, self._results, os.getpid()),
-            name="streamlab-store-writer",
-            daemon=True,
-        )
+        self.in_thread = bool(multiprocessing.current_process().daemon)
+        if self.in_thread:
+            self._jobs: Any = queue.Queue(maxsize=max_pending)
+            self._results: Any = queue.Queue()
+            self._process: Any = threading.Thread(
+                target=_serve,
+                args=(path, self._jobs, self._results, None),
+                name="streamlab-store-writer",
+                daemon=True,
+            )
+        else:
+            context = multiprocessing.get_context("spawn")  # never fork with live threads
+            self._jobs = context.Queue(maxsize=max_pending)
+            self._results = context.Queue()
+            self._process = context.Process(
+                target=_serve,
+                args=(path, self._jobs, self._results, os.getpid()),
+                name="streamlab-store-writer",
+                daemon=True,
+            )
         self._process.start()
         self._error: str | None = None
         self._syncs = 0
@@ -72,8 +88,9 @@ class StoreWriter:
                 f"writing the store failed ({self._error}); rows committed before the failure "
                 "stay readable; fix the cause (disk space, permissions) and continue with --resume"
             )
-        if not self._process.is_alive() and self._process.exitcode not in (0, None):
-            self._error = f"the store writer process died with exit code {self._process.exitcode}"
+        exitcode = getattr(self._process, "exitcode", None)
+        if not self._process.is_alive() and exitcode not in (0, None):
+            self._error = f"the store writer process died with exit code {exitcode}"
             self.check()
 
     def drain(self, timeout: float = 600.0) -> None:
@@ -97,6 +114,8 @@ class StoreWriter:
         if self._process.is_alive():
             self._jobs.put(None)
             self._process.join(timeout=60)
+        if self.in_thread:
+            return
         if self._process.is_alive():
             self._process.kill()
             self._process.join()
@@ -104,10 +123,12 @@ class StoreWriter:
         self._results.close()
 
 
-def _serve(path: str, jobs: Any, results: Any, parent_pid: int) -> None:
-    """The child's loop: open the store, run jobs in order, report failures and syncs."""
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+def _serve(path: str, jobs: Any, results: Any, parent_pid: int | None) -> None:
+    """The writer's loop: open the store, run jobs in order, report failures and syncs.
+    `parent_pid` is None on a thread (nothing to outlive)."""
+    if parent_pid is not None:
+        _die_with_parent()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     from streamlab.store.run_store import RunStore
 
     store = None
@@ -116,7 +137,7 @@ def _serve(path: str, jobs: Any, results: Any, parent_pid: int) -> None:
         try:
             item = jobs.get(timeout=1.0)
         except queue.Empty:
-            if os.getppid() != parent_pid:
+            if parent_pid is not None and os.getppid() != parent_pid:
                 return
             continue
         if item is None:
