@@ -2,6 +2,7 @@
 Zarr or Prefect."""
 
 from streamlab.learners.base import Learner, resolve_device
+from streamlab.learners.glm import SwitchingGLM
 from streamlab.learners.refh import RecurrentEFH
 from streamlab.learners.registry import (
     LEARNERS,
@@ -10,6 +11,7 @@ from streamlab.learners.registry import (
     learner_targets,
     parse_spec,
 )
+from streamlab.learners.reservoir import ForceReadout, SpikingReservoir, ThreeFactorReadout
 from streamlab.learners.similarity import (
     BioCCA,
     NonnegativeSimilarityMatching,
@@ -19,11 +21,15 @@ from streamlab.learners.similarity import (
 __all__ = [
     "LEARNERS",
     "BioCCA",
+    "ForceReadout",
     "Learner",
     "LearnerSpec",
     "NonnegativeSimilarityMatching",
     "RecurrentEFH",
     "SimilarityMatching",
+    "SpikingReservoir",
+    "SwitchingGLM",
+    "ThreeFactorReadout",
     "build_learners",
     "learner_targets",
     "parse_spec",

@@ -15,7 +15,9 @@ from typing import Any
 from streamlab.errors import ConfigError
 from streamlab.learners.base import Learner, TargetLearner
 from streamlab.learners.control import AdaptiveKalmanDecoder, BioOFC, KalmanFilter
+from streamlab.learners.glm import SwitchingGLM
 from streamlab.learners.refh import RecurrentEFH
+from streamlab.learners.reservoir import ForceReadout, SpikingReservoir, ThreeFactorReadout
 from streamlab.learners.similarity import (
     BioCCA,
     NonnegativeSimilarityMatching,
@@ -30,6 +32,10 @@ LEARNERS: dict[str, type[Learner]] = {
     "akd": AdaptiveKalmanDecoder,
     "bio_ofc": BioOFC,
     "refh": RecurrentEFH,
+    "reservoir": SpikingReservoir,
+    "three_factor": ThreeFactorReadout,
+    "force": ForceReadout,
+    "sglm": SwitchingGLM,
 }
 
 
