@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--channels", type=int, default=64)
     sim.add_argument("--latents", type=int, default=4)
-    sim.add_argument("--rate", type=float, default=1000.0, help="samples per second")
+    sim.add_argument(
+        "--from",
+        dest="from_session",
+        metavar="RECORDING",
+        help="publish this recording (any format replay reads) as a live rig, instead of a "
+        "simulated population",
+    )
+    sim.add_argument(
+        "--speed", default="realtime", help="with --from: 'realtime', 'max' or a factor"
+    )
+    sim.add_argument(
+        "--bin", type=float, default=None, metavar="SECONDS", help="with --from: spike-count bin"
+    )
+    sim.add_argument(
+        "--rate", type=float, default=None, help="samples per second (default 1000 simulated)"
+    )
     sim.add_argument("--seconds", type=float, default=10.0)
     sim.add_argument("--kind", choices=("spikes", "calcium"), default="spikes")
     sim.add_argument("--firing-rate", type=float, default=20.0, help="mean firing rate in Hz")
@@ -131,7 +147,13 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--series", default=None, metavar="NAME", help="NWB: replay this TimeSeries, not Units"
     )
-    replay.add_argument("--realtime", action="store_true", help="pace at the recorded rate")
+    replay.add_argument(
+        "--speed",
+        default="max",
+        help="'max' (as fast as the learners go; default), 'realtime' (the recorded rate) or a "
+        "factor of it (e.g. 2 for twice as fast)",
+    )
+    replay.add_argument("--realtime", action="store_true", help="the same as --speed realtime")
     replay.set_defaults(handler=_cmd_replay)
 
     plant = sub.add_parser(
@@ -307,10 +329,32 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from streamlab.runner import replay
 
     session = open_session(args.session, rate=args.rate, bin_s=args.bin, series=args.series)
+    speed = _speed("realtime" if args.realtime else args.speed)
     printer = ProgressPrinter(quiet=args.quiet)
-    progress = replay(session, _options(args, "pull"), realtime=args.realtime, on_progress=printer)
+    progress = replay(
+        session,
+        _options(args, "pull"),
+        realtime=speed is not None,
+        speed=speed or 1.0,
+        on_progress=printer,
+    )
     printer.finish(progress, args.store)
     return 0
+
+
+def _speed(text: str) -> float | None:
+    """--speed: None for 'max' (no pacing), 1.0 for 'realtime', else a positive factor."""
+    if text == "max":
+        return None
+    if text == "realtime":
+        return 1.0
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = -1.0
+    if not factor > 0:
+        raise ConfigError(f"--speed {text!r}: give 'max', 'realtime' or a positive factor like 2")
+    return factor
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
@@ -318,6 +362,9 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
     if bool(args.publish) == bool(args.out):
         raise ConfigError("give exactly one of --publish ENDPOINT or --out FILE.npz")
+    if args.from_session:
+        return _publish_recording(args)
+    args.rate = 1000.0 if args.rate is None else args.rate
     population = LatentPoissonPopulation(
         n_neurons=args.channels,
         n_latents=args.latents,
@@ -360,6 +407,32 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         curve=_server_curve(args),
         on_bound=lambda ep: print(f"sim: publishing {stream} on {ep}", file=sys.stderr, flush=True),
     )
+    print(f"sim: sent {sent} samples", file=sys.stderr)
+    return 0
+
+
+def _publish_recording(args: argparse.Namespace) -> int:
+    """`sim --from`: a recorded session played to subscribers as a live rig would."""
+    from streamlab.adapters import open_session
+    from streamlab.stream import Publisher, play_session
+
+    if args.out:
+        raise ConfigError("--from publishes a recording; use it with --publish, not --out")
+    session = open_session(args.from_session, rate=args.rate, bin_s=args.bin)
+    speed = None if args.fast else _speed(args.speed)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    pattern = "push" if args.push else "pub"
+    with Publisher(args.publish, pattern=pattern, curve=_server_curve(args)) as publisher:
+        print(f"sim: publishing {session.stream} on {publisher.endpoint}", file=sys.stderr)
+        time.sleep(args.startup_delay)
+        sent = play_session(
+            publisher,
+            session,
+            realtime=speed is not None,
+            speed=speed or 1.0,
+            frame_samples=args.frame_samples,
+            hello_every=1.0,
+        )
     print(f"sim: sent {sent} samples", file=sys.stderr)
     return 0
 

@@ -5,7 +5,6 @@ publishing."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from streamlab.pipeline import Pipeline, ResumePoint
 from streamlab.sessions import Session
 from streamlab.sinks import Sink, StreamInfo, ZarrSink, ZmqOutputSink
 from streamlab.store.run_store import RunStore
-from streamlab.stream import Publisher, ZmqSource, play
+from streamlab.stream import Publisher, ZmqSource, play_session
 from streamlab.stream.security import CurveClient, CurveServer
 
 
@@ -154,6 +153,7 @@ def replay(
     options: AttachOptions,
     *,
     realtime: bool = False,
+    speed: float = 1.0,
     frame_samples: int = 1,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Progress:
@@ -164,26 +164,15 @@ def replay(
     failure: list[BaseException] = []
 
     def feed() -> None:
-        runs = session.runs()
         try:
-            for index, (lo, hi) in enumerate(runs):  # a recorded gap stays a gap
-                first_seq, t0 = session.seq_and_t(lo)
-                play(
-                    publisher,
-                    session.stream,
-                    session.blocks(lo=lo, hi=hi),
-                    rate=session.rate,
-                    kind=session.kind,
-                    realtime=realtime,
-                    frame_samples=frame_samples,
-                    first_seq=first_seq,
-                    t0=t0,
-                    meta=session.meta,
-                    hello_every=math.inf if index == 0 else None,  # one hello: the metadata
-                    stop=stop,
-                    send_eos=index == len(runs) - 1,
-                    times=None if session.t is None else session.t[lo:hi],
-                )
+            play_session(
+                publisher,
+                session,
+                realtime=realtime,
+                speed=speed,
+                frame_samples=frame_samples,
+                stop=stop,
+            )
         except BaseException as exc:  # re-raised in the caller's thread below
             failure.append(exc)
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from streamlab.learners import SimilarityMatching
+from streamlab.sessions import Session, save_session
 from streamlab.sim.lds import LatentPoissonPopulation
 from streamlab.store.run_store import RunStore
 from streamlab.stream import Frame, Publisher, play
@@ -378,3 +379,50 @@ def test_a_live_run_with_a_gap_replays_from_its_store_bit_for_bit_gap_included(
         for run in (a, b)
     ]
     assert gaps[0] == gaps[1] == (700, 200, 1)
+
+
+def test_a_recording_published_as_a_live_rig_and_paced_replays(tmp_path, endpoint) -> None:
+    """`sim --from` plays a recording to `attach` as a live rig would (every sample arrives
+    over PUSH); `replay --speed` paces by a factor of the recorded rate and refuses nonsense."""
+    data, _ = LatentPoissonPopulation(n_neurons=8, rate=200.0, seed=3).sample(400)
+    save_session(tmp_path / "rec.npz", Session(data, 200.0))
+    rig = subprocess.Popen(
+        streamlab_command(
+            "sim",
+            "--from",
+            str(tmp_path / "rec.npz"),
+            "--publish",
+            endpoint,
+            "--push",
+            "--speed",
+            "max",
+            "--frame-samples",
+            "20",
+        ),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    live = run_cli(
+        "attach", endpoint, "--learner", "sm:n_components=2", *attach_args(tmp_path / "a.zarr", 100)
+    )
+    assert rig.wait(timeout=60) == 0 and live.returncode == 0, live.stderr
+    run = RunStore.open(tmp_path / "a.zarr")
+    assert run.learner("sm").rows == 400 and run.attrs["stream"]["rate"] == 200.0
+    start = time.monotonic()
+    paced = run_cli(
+        "replay",
+        str(tmp_path / "rec.npz"),
+        "--learner",
+        "sm:n_components=2",
+        "--store",
+        str(tmp_path / "b.zarr"),
+        "--speed",
+        "2",
+        "--quiet",
+    )
+    assert paced.returncode == 0, paced.stderr
+    assert time.monotonic() - start >= 1.0  # 2 s of samples at twice the recorded rate
+    wrong = run_cli(
+        "replay", str(tmp_path / "rec.npz"), "--store", str(tmp_path / "c.zarr"), "--speed", "fast"
+    )
+    assert wrong.returncode == 1 and "--speed 'fast'" in wrong.stderr

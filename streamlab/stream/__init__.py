@@ -2,7 +2,7 @@
 
 Nothing here knows about learners or stores."""
 
-from streamlab.stream.playback import play
+from streamlab.stream.playback import play, play_session
 from streamlab.stream.protocol import Control, Frame, Message, Reject, decode, encode
 from streamlab.stream.transport import Event, Gap, Publisher, Rejection, ZmqSource
 
@@ -19,4 +19,5 @@ __all__ = [
     "decode",
     "encode",
     "play",
+    "play_session",
 ]

@@ -4,6 +4,7 @@ takes the very path a live rig does."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ def play(
     stop: threading.Event | None = None,
     send_eos: bool = True,
     times: np.ndarray | None = None,
+    speed: float = 1.0,
 ) -> int:
     """Send `blocks` (each (m, n)) as frames of `frame_samples` samples; returns samples sent.
 
@@ -38,9 +40,11 @@ def play(
     repeated every `hello_every` seconds so that late subscribers learn the metadata; an eos
     closes it unless `stop` was set or `send_eos` is False. `times`, when given, are the
     samples' own times instead (a recorded run's, so that its replay stamps every frame as the
-    live run did)."""
+    live run did). In real time, `speed` scales the pace (2.0: twice as fast)."""
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
+    if not speed > 0:
+        raise ValueError(f"speed must be positive, got {speed}")
     hello_meta = dict(meta or {})
     hello_meta.setdefault("rate", rate)
     hello_meta.setdefault("kind", kind)
@@ -59,7 +63,7 @@ def play(
                 publisher.hello(stream, first_seq + sent, t0 + sent / rate, hello_meta)
                 last_hello = now
             if realtime:
-                _wait_until(start + (sent + chunk.shape[0] - 1) / rate)
+                _wait_until(start + (sent + chunk.shape[0] - 1) / (rate * speed))
             t = t0 + sent / rate if times is None else float(times[sent])
             publisher.send(Frame(stream, chunk, first_seq + sent, t, kind, rate))
             sent += chunk.shape[0]
@@ -76,3 +80,42 @@ def _wait_until(deadline: float) -> None:
             return
         if remaining > 0.0003:
             time.sleep(remaining - 0.0002)
+
+
+def play_session(
+    publisher: Publisher,
+    session: Any,
+    *,
+    realtime: bool = False,
+    speed: float = 1.0,
+    frame_samples: int = 1,
+    hello_every: float | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Send a recorded `streamlab.sessions.Session` as its stream: one hello with its metadata
+    (then every `hello_every` seconds, for late subscribers), its rows with their own seq and
+    times, so a recorded gap stays a gap, and an eos. Returns samples sent."""
+    runs = session.runs()
+    sent = 0
+    for index, (lo, hi) in enumerate(runs):
+        first_seq, t0 = session.seq_and_t(lo)
+        sent += play(
+            publisher,
+            session.stream,
+            session.blocks(lo=lo, hi=hi),
+            rate=session.rate,
+            kind=session.kind,
+            realtime=realtime,
+            speed=speed,
+            frame_samples=frame_samples,
+            first_seq=first_seq,
+            t0=t0,
+            meta=session.meta,
+            hello_every=(hello_every or math.inf) if index == 0 else hello_every,
+            stop=stop,
+            send_eos=index == len(runs) - 1,
+            times=None if session.t is None else session.t[lo:hi],
+        )
+        if stop is not None and stop.is_set():
+            break
+    return sent
