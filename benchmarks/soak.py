@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamlab.metrics import resident_mb
+
 LEARNERS = ["sm:n_components=8", "sm:n_components=16", "sm:n_components=4,gamma=2.0"]
 
 
@@ -36,16 +38,6 @@ def free_endpoint() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def soak(seconds: float, channels: int, rate: float, store: Path) -> dict[str, object]:
@@ -108,7 +100,7 @@ def watch(
     start = time.monotonic()
     rig_wall: float | None = None
     while attach.poll() is None and time.monotonic() - start < 2 * seconds + 120:
-        memory = rss_mb(attach.pid)
+        memory = resident_mb(attach.pid)
         if memory is not None:
             samples.append((time.monotonic() - start, memory))
         if rig_wall is None and rig.poll() is not None:

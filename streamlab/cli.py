@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
     sim.add_argument("--frame-samples", type=int, default=1, help="samples per frame")
     sim.add_argument(
+        "--hwm", type=int, default=10_000, help="frames queued per subscriber before PUB drops"
+    )
+    sim.add_argument(
         "--startup-delay", type=float, default=0.5, help="seconds to wait for subscribers"
     )
     sim.add_argument("--curve-secret", metavar="FILE", help="this rig's CURVE .key_secret")
@@ -105,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
         "--pull", action="store_true", help="PULL (lossless replays) instead of SUB"
     )
     attach.add_argument("--topic", default="", help="SUB topic prefix (default: every stream)")
+    attach.add_argument(
+        "--hwm",
+        type=int,
+        default=10_000,
+        help="frames the input socket may queue (default 10,000): bounds memory when the "
+        "learners fall behind; over SUB what does not fit is dropped and recorded as a gap",
+    )
     attach.add_argument("--until-eos", action="store_true", help="stop at the stream's eos")
     attach.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     attach.add_argument(
@@ -146,6 +156,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument(
         "--series", default=None, metavar="NAME", help="NWB: replay this TimeSeries, not Units"
+    )
+    replay.add_argument(
+        "--position",
+        action="store_true",
+        help="linear track: add the tracked x and y as channels (targets for y=x+y)",
     )
     replay.add_argument(
         "--speed",
@@ -273,6 +288,7 @@ def _options(args: argparse.Namespace, pattern: str) -> Any:
         learners=args.learner,
         pattern=pattern,
         topic=getattr(args, "topic", ""),
+        hwm=getattr(args, "hwm", 10_000),
         publish=args.publish,
         resume=getattr(args, "resume", False),
         overwrite=args.overwrite,
@@ -328,7 +344,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from streamlab.adapters import open_session
     from streamlab.runner import replay
 
-    session = open_session(args.session, rate=args.rate, bin_s=args.bin, series=args.series)
+    session = open_session(
+        args.session,
+        rate=args.rate,
+        bin_s=args.bin,
+        series=args.series,
+        position=args.position or None,
+    )
     speed = _speed("realtime" if args.realtime else args.speed)
     printer = ProgressPrinter(quiet=args.quiet)
     progress = replay(
@@ -404,6 +426,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         realtime=not args.fast,
         frame_samples=args.frame_samples,
         startup_delay=args.startup_delay,
+        hwm=args.hwm,
         curve=_server_curve(args),
         on_bound=lambda ep: print(f"sim: publishing {stream} on {ep}", file=sys.stderr, flush=True),
     )
@@ -422,7 +445,9 @@ def _publish_recording(args: argparse.Namespace) -> int:
     speed = None if args.fast else _speed(args.speed)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     pattern = "push" if args.push else "pub"
-    with Publisher(args.publish, pattern=pattern, curve=_server_curve(args)) as publisher:
+    with Publisher(
+        args.publish, pattern=pattern, hwm=args.hwm, curve=_server_curve(args)
+    ) as publisher:
         print(f"sim: publishing {session.stream} on {publisher.endpoint}", file=sys.stderr)
         time.sleep(args.startup_delay)
         sent = play_session(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -100,3 +101,14 @@ class RateMeter:
         rate = (total - self._n) / elapsed if elapsed > 0 else 0.0
         self._t, self._n = now, total
         return rate
+
+
+def resident_mb(pid: int) -> float | None:
+    """Resident memory (VmRSS) of process `pid` in MB, from /proc; None where unavailable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None

@@ -29,6 +29,7 @@ class AttachOptions:
     learners: list[str]
     pattern: Literal["sub", "pull"] = "sub"
     topic: str = ""
+    hwm: int = 10_000
     publish: str | None = None
     resume: bool = False
     overwrite: bool = False
@@ -74,8 +75,14 @@ def attach(
 ) -> Progress:
     """Connect to `endpoint`, run the learners and write the store; returns the final metrics.
     With `options.resume` the store's last checkpoint is loaded and the run goes on from it."""
+    if options.hwm < 1:
+        raise ConfigError(f"hwm must be at least 1 frame, got {options.hwm}")
     with ZmqSource(
-        endpoint, pattern=options.pattern, topic=options.topic, curve=options.input_curve()
+        endpoint,
+        pattern=options.pattern,
+        topic=options.topic,
+        hwm=options.hwm,
+        curve=options.input_curve(),
     ) as source:
         store, learners, resume = _open_run(endpoint, options)
         sinks: list[Sink] = [

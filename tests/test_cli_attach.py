@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from streamlab.learners import SimilarityMatching
+from streamlab.metrics import resident_mb
 from streamlab.sessions import Session, save_session
 from streamlab.sim.lds import LatentPoissonPopulation
 from streamlab.store.run_store import RunStore
@@ -426,3 +427,73 @@ def test_a_recording_published_as_a_live_rig_and_paced_replays(tmp_path, endpoin
         "replay", str(tmp_path / "rec.npz"), "--store", str(tmp_path / "c.zarr"), "--speed", "fast"
     )
     assert wrong.returncode == 1 and "--speed 'fast'" in wrong.stderr
+
+
+def test_a_live_pub_rig_ten_times_faster_than_the_learners_costs_gaps_not_memory(
+    tmp_path, endpoint
+) -> None:
+    """A PUB rig at 10 kHz x 384 channels (frames of 10 samples) into `attach` with learners that
+    manage about a tenth of that: the run's resident memory stays flat, bounded by the
+    high-water marks (`--hwm 100` frames a side here, 3 MB; the default 10,000 bounds it at
+    10,000 frames), and what it could not take is recorded as gaps whose sizes account for
+    every missing sample. (What a PUB rig still holds queued when it exits, its eos included,
+    is lost unseen: PUB/SUB is for live rigs; PUSH loses nothing.)"""
+    bounded = ["--hwm", "100"]  # frames of 15 KB: at most 3 MB queued across both sockets
+    rig = subprocess.Popen(
+        [
+            *streamlab_command("sim", "--publish", endpoint, *bounded),
+            "--channels",
+            "384",
+            "--rate",
+            "10000",
+            "--seconds",
+            "12",
+            "--frame-samples",
+            "10",
+            "--startup-delay",
+            "2",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    attach = subprocess.Popen(
+        [
+            *streamlab_command(
+                "attach", endpoint, "--store", str(tmp_path / "slow.zarr"), *bounded
+            ),
+            "--learner",
+            "sm:n_components=16",
+            "--learner",
+            "nsm:n_components=8",
+            "--until-eos",
+            "--seconds",
+            "30",
+            "--quiet",
+            "--device",
+            "cpu",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    memory = []
+    try:
+        while attach.poll() is None:
+            if (resident := resident_mb(attach.pid)) is not None:
+                memory.append(resident)
+            time.sleep(0.5)
+    finally:
+        for process in (rig, attach):
+            if process.poll() is None:
+                process.kill()
+        rig.wait(timeout=30)
+    assert attach.returncode == 0, attach.stderr.read()
+    run = RunStore.open(tmp_path / "slow.zarr")
+    seq = run.learner("sm").read("seq").astype(np.int64)
+    missing = int(run.gaps.read("n_missing").sum())
+    assert run.gaps.rows >= 1 and missing > len(seq)  # most of the 120,000 samples were dropped
+    assert len(seq) + missing >= seq[-1] - seq[0] + 1  # every hole in seq is a recorded gap
+    steady = memory[len(memory) // 4 :]
+    print(
+        f"slow consumer: {len(seq)} learned, {missing} missing; RSS {steady[0]:.0f} -> "
+        f"{max(steady):.0f} MB"
+    )
+    assert max(steady) - steady[0] < 40  # bounded: no queue grows with the backlog

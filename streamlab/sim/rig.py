@@ -30,13 +30,14 @@ def run_rig(
     stop: threading.Event | None = None,
     on_bound: Callable[[str], None] | None = None,
     curve: CurveServer | None = None,
+    hwm: int = 10_000,
 ) -> int:
     """Publish `seconds` of the population on `endpoint`; returns the samples sent.
 
     `startup_delay` gives subscribers time to connect before the hello (PUB drops what is sent
     before a subscriber joins); `on_bound(endpoint)` is called with the bound address."""
     n_samples = round(seconds * population.rate)
-    with Publisher(endpoint, pattern=pattern, curve=curve) as publisher:
+    with Publisher(endpoint, pattern=pattern, hwm=hwm, curve=curve) as publisher:
         if on_bound is not None:
             on_bound(publisher.endpoint)
         time.sleep(startup_delay)
