@@ -22,7 +22,7 @@ import numpy as np
 
 from streamlab.errors import ConfigError, SessionError
 from streamlab.stream.protocol import Control, Frame, Message
-from streamlab.stream.transport import Event
+from streamlab.stream.transport import Event, EventLog
 
 # pylsl channel formats (cf_*) to NumPy dtypes; strings are not streamable here
 _FORMATS = {1: np.float32, 2: np.float64, 4: np.int32, 5: np.int16, 6: np.int8, 7: np.int64}
@@ -38,7 +38,7 @@ def _pylsl() -> Any:
     return pylsl
 
 
-class LslSource:
+class LslSource(EventLog):
     """Resolve an LSL stream (`name` and/or `type`, within `timeout` s) and yield its chunks as
     frames; `stream` names the streamlab stream (default `lsl/<name>`), `kind` its kind."""
 
@@ -128,10 +128,6 @@ class LslSource:
     def time_correction(self, timeout: float = 2.0) -> float:
         """Seconds to add to this stream's timestamps to put them on this machine's LSL clock."""
         return float(self._inlet.time_correction(timeout=timeout))
-
-    def drain_events(self) -> list[Event]:
-        events, self.events = self.events, []
-        return events
 
     def expect(
         self, stream: str, seq: int, n_channels: int | None, reason: str = "interrupted"

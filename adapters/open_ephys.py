@@ -40,7 +40,7 @@ import zmq
 
 from streamlab.errors import ConfigError, ProtocolError
 from streamlab.stream.protocol import Control, Frame, Message, Reject
-from streamlab.stream.transport import Event, Gap, Publisher, Rejection
+from streamlab.stream.transport import Event, EventLog, Gap, Publisher, Rejection
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_EVERY_S = 2.0
@@ -69,7 +69,7 @@ class _Block:
     names: dict[int, str] = field(default_factory=dict)
 
 
-class OpenEphysSource:
+class OpenEphysSource(EventLog):
     """Subscribe to an Open Ephys ZMQ Interface data socket and yield streamlab messages.
 
     `receive()` returns a `Control` hello (once the channel layout is known: `channels` names,
@@ -140,10 +140,6 @@ class OpenEphysSource:
                 break
             self._handle(self._sock.recv_multipart())
         return self._ready.pop(0) if self._ready else None
-
-    def drain_events(self) -> list[Event]:
-        events, self.events = self.events, []
-        return events
 
     def expect(
         self, stream: str, seq: int, n_channels: int | None, reason: str = "interrupted"

@@ -142,7 +142,18 @@ class StreamState:
     next_gap_reason: str = "seq"
 
 
-class ZmqSource:
+class EventLog:
+    """What every source keeps for the pipeline: gaps and rejections since the last drain."""
+
+    events: list[Event]
+
+    def drain_events(self) -> list[Event]:
+        """The events recorded since the last call, oldest first."""
+        events, self.events = self.events, []
+        return events
+
+
+class ZmqSource(EventLog):
     """Connects a SUB (with topic prefix `topic`) or PULL socket and yields checked messages.
 
     `receive()` returns the next accepted `Frame` or `Control`, or None on timeout. Rejected
@@ -217,10 +228,6 @@ class ZmqSource:
         state.expected_seq = seq
         state.n_channels = n_channels
         state.next_gap_reason = reason
-
-    def drain_events(self) -> list[Event]:
-        events, self.events = self.events, []
-        return events
 
     def _admit(self, message: Message) -> None:
         state = self.streams.setdefault(message.stream, StreamState())
