@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -214,6 +215,27 @@ def _parser() -> argparse.ArgumentParser:
         "--max-runs", type=int, default=None, help="stop after this many runs (default: never)"
     )
     schedule.set_defaults(handler=_cmd_schedule)
+
+    nightly = sub.add_parser(
+        "nightly",
+        help="run the nightly flow once now: replay the new sessions of an archive folder",
+        description="Replay every session in ARCHIVE not yet processed into STORE_DIR (one "
+        "store each, a summary page, index.html), on local threads or a Dask cluster.",
+    )
+    nightly.add_argument("archive", help="folder of recorded sessions")
+    nightly.add_argument("store_dir", help="folder for one store per session and the summaries")
+    nightly.add_argument(
+        "--learner", action="append", dest="learners", metavar="SPEC", help="as for attach"
+    )
+    nightly.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="a Dask scheduler (tcp://host:8786), or 'local' for a LocalCluster on this machine",
+    )
+    nightly.add_argument(
+        "--workers", type=int, default=2, help="threads, or LocalCluster workers (default 2)"
+    )
+    nightly.set_defaults(handler=_cmd_nightly)
 
     inspect = sub.add_parser(
         "inspect", help="what a store holds: learners, rows, gaps, rejects, status"
@@ -507,8 +529,9 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    # Prefect's embedded API, offline and quiet; its first start on 2 cores can take ~20 s.
+def _quiet_offline_prefect() -> None:
+    """Prefect's embedded API, offline and quiet (unless the user set these); its first start
+    on 2 cores can take ~20 s, past Prefect's default timeout."""
     for key, value in {
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "DO_NOT_TRACK": "1",
@@ -516,6 +539,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     }.items():
         os.environ.setdefault(key, value)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    _quiet_offline_prefect()
     print("demo: starting Prefect's embedded API and the simulated rig ...", file=sys.stderr)
     from streamlab.demo import default_store_path
     from streamlab.flows.demo import demo_flow
@@ -527,6 +554,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
+    _quiet_offline_prefect()
     from streamlab.flows.nightly import DEFAULT_LEARNERS, next_run, serve_nightly
     from streamlab.learners import parse_spec
 
@@ -556,6 +584,46 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         max_runs=args.max_runs,
     )
     return 0
+
+
+def _cmd_nightly(args: argparse.Namespace) -> int:
+    import contextlib
+
+    _quiet_offline_prefect()
+
+    from streamlab.flows.nightly import nightly_flow
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    with contextlib.ExitStack() as stack:
+        address = args.dask
+        if address == "local":
+            from distributed import LocalCluster
+
+            logging.getLogger("distributed").setLevel(logging.WARNING)
+            cluster = LocalCluster(
+                n_workers=args.workers,
+                threads_per_worker=1,
+                dashboard_address=None,
+                silence_logs=logging.WARNING,
+            )
+            stack.enter_context(cluster)
+            address = cluster.scheduler_address
+        summary = nightly_flow(
+            args.archive,
+            args.store_dir,
+            learners=args.learners,
+            dask_address=address,
+            max_workers=args.workers,
+        )
+    print(
+        f"nightly: {len(summary['processed'])} processed, {len(summary['failed'])} failed, "
+        f"{len(summary['skipped'])} already done, {summary['wall_s']:.1f} s on "
+        f"{summary['runner']}; see {Path(args.store_dir) / 'index.html'}"
+    )
+    for failure in summary["failed"]:
+        print(f"  failed: {failure['session']}: {failure['error']}", file=sys.stderr)
+    return 1 if summary["failed"] else 0
 
 
 def _local_timezone() -> str:

@@ -163,3 +163,14 @@ def test_schedule_cli_refuses_a_bad_cron_in_one_line(tmp_path) -> None:
     result = run_cli("schedule", str(tmp_path), str(tmp_path / "s"), "--cron", "every night")
     assert result.returncode == 1
     assert "cron 'every night'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_nightly_cli_runs_once_and_says_what_it_did(tmp_path) -> None:
+    """`streamlab nightly` on threads, as the README shows it (the rerun that skips what is done
+    is the flow's, tested above)."""
+    make_archive(tmp_path / "archive", n=2, samples=600)
+    args = ("nightly", str(tmp_path / "archive"), str(tmp_path / "stores"), "--learner", "sm")
+    first = run_cli(*args, timeout=240, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "2 processed, 0 failed, 0 already done" in first.stdout
+    assert (tmp_path / "stores" / "index.html").is_file()
