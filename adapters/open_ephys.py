@@ -215,9 +215,7 @@ class OpenEphysSource(EventLog):
         channel = _int(content, "channel_num")
         num_samples = _int(content, "num_samples")
         sample_num = _int(content, "sample_num")
-        rate = content.get("sample_rate")
-        if not isinstance(rate, int | float) or not rate > 0:
-            raise ProtocolError(Reject.FIELD, f"sample_rate {rate!r} is not a positive number")
+        rate = _rate(content)
         samples = _samples(header, payload, num_samples)
         if self._stream_name is None:
             self._stream_name = self.stream or f"openephys/{content.get('stream', 'data')}"
@@ -226,7 +224,7 @@ class OpenEphysSource(EventLog):
             self._close_block(block)  # a new block began: the old one stays incomplete
             block = None
         if block is None:
-            block = self._pending = _Block(sample_num, num_samples, float(rate))
+            block = self._pending = _Block(sample_num, num_samples, rate)
         if num_samples != block.num_samples:
             raise ProtocolError(
                 Reject.SHAPE,
@@ -249,12 +247,10 @@ class OpenEphysSource(EventLog):
         n_channels = _int(content, "n_channels")
         num_samples = _int(content, "n_samples")
         sample_num = _int(content, "timestamp")
-        rate = content.get("sample_rate")
-        if not isinstance(rate, int | float) or not rate > 0:
-            raise ProtocolError(Reject.FIELD, f"sample_rate {rate!r} is not a positive number")
+        rate = _rate(content)
         samples = _samples(header, payload, n_channels * num_samples)
         self._stream_name = self._stream_name or self.stream or "openephys/data"
-        block = _Block(sample_num, num_samples, float(rate))
+        block = _Block(sample_num, num_samples, rate)
         for k, row in enumerate(samples.reshape(n_channels, num_samples)):
             block.channels[k], block.names[k] = row, f"CH{k}"
         if self._layout is None:
@@ -350,6 +346,13 @@ def _int(content: dict[str, Any], key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ProtocolError(Reject.FIELD, f"content.{key} is {value!r}, not a count")
     return value
+
+
+def _rate(content: dict[str, Any]) -> float:
+    rate = content.get("sample_rate")
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or not rate > 0:
+        raise ProtocolError(Reject.FIELD, f"sample_rate {rate!r} is not a positive number")
+    return float(rate)
 
 
 def _samples(header: dict[str, Any], payload: bytes, count: int) -> np.ndarray:
