@@ -21,15 +21,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
-from streamlab.adapters import detect_format, open_session
+from streamlab.adapters import detect_format
+from streamlab.flows.replay import replay_one
 
 from streamlab.errors import ConfigError, SessionError
 from streamlab.learners import parse_spec
 from streamlab.paths import confined_store
-from streamlab.runner import AttachOptions, replay
 
 STATE_FILE = "nightly-state.json"
 SUMMARY_PREFIX = "nightly-"
@@ -82,38 +81,18 @@ def write_state(store_dir: Path, state: dict[str, Any]) -> None:
     os.replace(partial, path)
 
 
-@task(
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    cache_policy=NO_CACHE,
-    task_run_name="nightly {session}",
-)
-def replay_session(
-    session: str, store: str, learners: list[str], options: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Replay one session into its own store (a retry starts the store afresh); returns the
-    run's final metrics and wall time. `options` go to `open_session` (rate, bin_s, ...)."""
-    started = time.perf_counter()
-    loaded = open_session(session, **(options or {}))
-    options = AttachOptions(store=store, learners=learners, pattern="pull", overwrite=True)
-    progress = replay(loaded, options)
-    get_run_logger().info("%s: %d samples into %s", session, progress.samples, store)
-    return {
-        "session": session,
-        "store": store,
-        "wall_s": time.perf_counter() - started,
-        **progress.to_dict(),
-    }
-
-
 @flow(name="streamlab-nightly-sessions")
 def replay_sessions_fan_out(
     jobs: list[dict[str, str]], learners: list[str], options: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     """Submit one task per session to this flow's task runner; a session that still fails
     after its retries is reported, not fatal to the others."""
-    futures = [
-        replay_session.submit(job["session"], job["store"], learners, options) for job in jobs
+    retrying = replay_one.with_options(retries=2, retry_delay_seconds=[2, 10])
+    futures = [  # overwrite: a retry, or a session rewritten since, starts its store afresh
+        retrying.submit(
+            job["session"], job["store"], learners, overwrite=True, reader_options=options
+        )
+        for job in jobs
     ]
     results = []
     for job, future in zip(jobs, futures, strict=True):

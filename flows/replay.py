@@ -1,17 +1,18 @@
-"""Replay flows: play recorded sessions (.npz or Zarr with recorded input) through the same
+"""Replay flows: play recorded sessions (any format `streamlab replay` reads) through the same
 ZeroMQ path and pipeline as a live stream, one Prefect task per session."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from streamlab.adapters import open_session
 
 from streamlab.paths import confined_store
 from streamlab.runner import AttachOptions, replay
-from streamlab.sessions import load_session
 
 
 @task(cache_policy=NO_CACHE, task_run_name="replay {session}")
@@ -22,14 +23,22 @@ def replay_one(
     realtime: bool = False,
     rate: float | None = None,
     overwrite: bool = False,
+    reader_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Replay one session into one store (kept inside $STREAMLAB_STORE_ROOT when it is set);
-    returns the run's final metrics."""
+    returns the run's final metrics and wall time. `reader_options` go to `open_session`
+    (e.g. `bin_s` for spike times)."""
+    started = time.perf_counter()
     store = confined_store(store)
-    loaded = load_session(session, rate=rate)
+    loaded = open_session(session, rate=rate, **(reader_options or {}))
     options = AttachOptions(store=store, learners=learners, pattern="pull", overwrite=overwrite)
     progress = replay(loaded, options, realtime=realtime)
-    return {"session": session, "store": store, **progress.to_dict()}
+    return {
+        "session": session,
+        "store": store,
+        "wall_s": time.perf_counter() - started,
+        **progress.to_dict(),
+    }
 
 
 @flow(name="streamlab-replay")
