@@ -90,8 +90,11 @@ def attach(
                 store, record_input=options.record_input, keep_checkpoints=options.keep_checkpoints
             )
         ]
+        targets = learner_targets(store.attrs["streamlab"]["config"]["learners"])
         if options.publish:
-            sinks.append(ZmqOutputSink(options.publish, curve=options.output_curve()))
+            sinks.append(
+                ZmqOutputSink(options.publish, curve=options.output_curve(), targets=targets)
+            )
         pipeline = Pipeline(
             source,
             learners,
@@ -99,7 +102,7 @@ def attach(
             checkpoint_every=options.checkpoint_every,
             on_progress=on_progress,
             resume=resume,
-            targets=learner_targets(store.attrs["streamlab"]["config"]["learners"]),
+            targets=targets,
         )
         if on_pipeline is not None:
             on_pipeline(pipeline)

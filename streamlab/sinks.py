@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,32 +270,129 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The side streams `ZmqOutputSink` publishes beside the learners' outputs (see its docstring).
+HEALTH_FIELDS = (
+    "samples",  # samples processed since the run (or this sink) started
+    "samples_per_s",  # over the last health interval
+    "latency_p50_us",  # arrival -> last learner's output, samples of the last interval
+    "latency_p99_us",
+    "latency_max_us",
+    "gaps",  # gaps found by the source (seq jumps: drops at a high-water mark, lost samples)
+    "missing",  # samples those gaps lost
+    "rejects",  # messages the source refused
+    "checkpoints",  # checkpoints handed to the sinks
+    "checkpoint_age_s",  # wall seconds since the last checkpoint (NaN: none yet)
+    "divergences",  # learners rolled back for a non-finite output
+    "last_seq",  # seq of the last input sample processed (-1: none yet)
+    "elapsed_s",  # wall seconds since the sink opened
+)
+# latency histogram bins of a health frame: 1 us .. 1 s, 8 bins per decade
+HEALTH_LATENCY_EDGES_US = np.logspace(0, 6, 49)
+
+
 class ZmqOutputSink(Sink):
     """Publishes each learner's outputs on `endpoint` (PUB) as frames of stream
-    `streamlab/<learner>`, kind = the learner's name, `seq` = the input sample's seq."""
+    `<prefix>/<learner>`, kind = the learner's name, `seq` = the input sample's seq.
+
+    Beside them, for a live view of the loop (`streamlab dashboard`), two side streams in the same
+    wire format, both throttled by time so the per-frame path stays a few stores into
+    preallocated buffers (no per-frame JSON, no per-frame allocation) and the extra work runs
+    after the outputs are sent:
+
+    - `<prefix>/health`, every `health_interval` s (and from `tick()` when no data comes): one
+      float64 row, `HEALTH_FIELDS` then the counts of the interval's latencies in the bins of
+      `HEALTH_LATENCY_EDGES_US`; its hello lists both, so the row describes itself.
+    - `<prefix>/input`, every `input_interval` s while data comes: one float32 row, the mean of
+      the input samples since the last one (a decimated copy for a raster); `t` is the source
+      time of the bin's first sample, `seq` counts bins.
+
+    Every stream's hello is sent again each `hello_every` s with the next `seq`, so a listener
+    that connects late still learns what each stream is. Learners taking y (`targets`) name
+    their y channels in their hello (`y`, `y_index`), so a viewer can set decoded beside true.
+    """
 
     def __init__(
-        self, endpoint: str, *, prefix: str = "streamlab", curve: CurveServer | None = None
+        self,
+        endpoint: str,
+        *,
+        prefix: str = "streamlab",
+        curve: CurveServer | None = None,
+        targets: Mapping[str, Sequence[str | int]] | None = None,
+        health_interval: float = 0.1,
+        input_interval: float = 0.05,
+        hello_every: float = 1.0,
     ) -> None:
         self.publisher = Publisher(endpoint, pattern="pub", curve=curve)
         self.endpoint = self.publisher.endpoint
         self.prefix = prefix
+        self.targets = {name: list(channels) for name, channels in (targets or {}).items()}
         self._topics: dict[str, str] = {}
+        self._hellos: dict[str, dict[str, Any]] = {}
+        self._health_topic = f"{prefix}/health"
+        self._input_topic = f"{prefix}/input"
+        self._intervals_ns = (
+            int(health_interval * 1e9),
+            int(input_interval * 1e9),
+            int(hello_every * 1e9),
+        )
+        self._opened = False
 
     def open(self, learners: dict[str, Learner], stream: StreamInfo) -> None:
+        from streamlab.pipeline import split_channels  # the pipeline's own reading of y=
+
+        names = stream.meta.get("channels")
+        names = [str(c) for c in names] if isinstance(names, list) else None
         for name, learner in learners.items():
             topic = f"{self.prefix}/{name}"
             self._topics[name] = topic
-            self.publisher.hello(
-                topic,
-                0,
-                0.0,
-                {
-                    "learner": type(learner).__name__,
-                    "n_components": learner.n_components,
-                    "input": stream.name,
-                },
-            )
+            meta: dict[str, Any] = {
+                "learner": type(learner).__name__,
+                "n_components": learner.n_components,
+                "input": stream.name,
+            }
+            if name in self.targets:
+                _, y = split_channels(stream, self.targets[name], name)
+                meta["y_index"] = [int(i) for i in y]
+                meta["y"] = [names[i] if names else str(i) for i in meta["y_index"]]
+            self._hellos[topic] = meta
+        self._hellos[self._health_topic] = {
+            "fields": list(HEALTH_FIELDS),
+            "latency_edges_us": HEALTH_LATENCY_EDGES_US.tolist(),
+            "allow_nonfinite": True,
+            "input": stream.name,
+        }
+        input_meta: dict[str, Any] = {
+            "source": stream.name,
+            "source_kind": stream.kind,
+            "source_rate": stream.rate,
+            "reduce": "mean",
+            "bin_s": self._intervals_ns[1] / 1e9,
+        }
+        if names and len(names) == stream.n_channels:
+            input_meta["channels"] = names
+        else:
+            input_meta["n_channels"] = stream.n_channels
+        self._hellos[self._input_topic] = input_meta
+        self._next_seq = dict.fromkeys(self._hellos, 0)
+        self._n_channels = stream.n_channels
+        # the hot path's buffers, allocated once
+        self._latency_ring = np.zeros(8192, dtype=np.int64)
+        self._latency_fill = 0
+        self._input_sum = np.zeros(stream.n_channels, dtype=np.float64)
+        self._input_rows = 0
+        self._input_t = 0.0
+        self._counts = dict.fromkeys(
+            ("samples", "gaps", "missing", "rejects", "checkpoints", "divergences"), 0
+        )
+        self._last_seq = -1
+        now = time.perf_counter_ns()
+        self._opened_ns = now
+        self._checkpoint_ns: int | None = None
+        self._health_base = (now, 0)  # (time, samples) at the last health frame
+        self._due = [now + interval for interval in self._intervals_ns]
+        self._due_any = min(self._due)
+        self._send_hellos(now)
+        self._opened = True
 
     def on_frame(
         self,
@@ -306,6 +404,114 @@ class ZmqOutputSink(Sink):
         for name, topic in self._topics.items():
             data = outputs[name].detach().cpu().numpy()
             self.publisher.send(Frame(topic, data, frame.seq, frame.t, name, frame.rate))
+        # what the side streams need, into preallocated buffers
+        m = frame.n_samples
+        ring, fill = self._latency_ring, self._latency_fill
+        if m == 1:
+            ring[fill % len(ring)] = latency_ns[-1, 0]
+            np.add(self._input_sum, frame.data[0], out=self._input_sum)
+        else:
+            for i in range(m):
+                ring[(fill + i) % len(ring)] = latency_ns[-1, i]
+            for row in frame.data:
+                np.add(self._input_sum, row, out=self._input_sum)
+        self._latency_fill = fill + m
+        if self._input_rows == 0:
+            self._input_t = frame.t
+        self._input_rows += m
+        self._counts["samples"] += m
+        self._last_seq = frame.seq + m - 1
+        now = frame.received_ns or time.perf_counter_ns()
+        if now >= self._due_any:
+            self._publish_side(now)
+
+    def on_events(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Gap):
+                self._counts["gaps"] += 1
+                self._counts["missing"] += event.n_missing
+            else:
+                self._counts["rejects"] += 1
+
+    def on_checkpoint(self, checkpoint: Checkpoint, states: dict[str, dict[str, Any]]) -> None:
+        self._counts["checkpoints"] += 1
+        self._checkpoint_ns = time.perf_counter_ns()
+
+    def on_divergence(self, learner: str, seq: int, restored_seq: int | None) -> None:
+        self._counts["divergences"] += 1
+
+    def tick(self) -> None:
+        """Health (and hellos) keep coming while no data does."""
+        if self._opened:
+            self._publish_side(time.perf_counter_ns())
+
+    def health_row(self, now_ns: int) -> np.ndarray:
+        """The next health frame's row (and start a new interval): `HEALTH_FIELDS`, then the
+        latency histogram of the interval."""
+        n = min(self._latency_fill, len(self._latency_ring))
+        latency_us = self._latency_ring[:n] / 1e3
+        self._latency_fill = 0
+        base_ns, base_samples = self._health_base
+        samples = self._counts["samples"]
+        elapsed = max((now_ns - base_ns) / 1e9, 1e-9)
+        self._health_base = (now_ns, samples)
+        if n:
+            p50, p99 = np.percentile(latency_us, (50, 99))
+            peak = float(latency_us.max())
+        else:
+            p50 = p99 = peak = float("nan")
+        edges = HEALTH_LATENCY_EDGES_US
+        hist, _ = np.histogram(np.clip(latency_us, edges[0], edges[-1]), bins=edges)
+        checkpoint_age = (
+            (now_ns - self._checkpoint_ns) / 1e9 if self._checkpoint_ns else float("nan")
+        )
+        fields = {
+            **self._counts,
+            "samples_per_s": (samples - base_samples) / elapsed,
+            "latency_p50_us": p50,
+            "latency_p99_us": p99,
+            "latency_max_us": peak,
+            "checkpoint_age_s": checkpoint_age,
+            "last_seq": self._last_seq,
+            "elapsed_s": (now_ns - self._opened_ns) / 1e9,
+        }
+        row = np.empty((1, len(HEALTH_FIELDS) + len(hist)), dtype=np.float64)
+        row[0, : len(HEALTH_FIELDS)] = [fields[key] for key in HEALTH_FIELDS]
+        row[0, len(HEALTH_FIELDS) :] = hist
+        return row
+
+    def _publish_side(self, now_ns: int) -> None:
+        """Send whichever of health, input and hellos are due."""
+        health_due, input_due, hello_due = self._due
+        health_ns, input_ns, _ = self._intervals_ns
+        if now_ns >= input_due:
+            if self._input_rows:
+                mean = (self._input_sum / self._input_rows).astype(np.float32)[None, :]
+                self._send(self._input_topic, mean, self._input_t, "input")
+                self._input_sum[:] = 0.0
+                self._input_rows = 0
+            self._due[1] = now_ns + input_ns
+        if now_ns >= health_due:
+            row = self.health_row(now_ns)
+            self._send(self._health_topic, row, float(self._input_t), "health")
+            self._due[0] = now_ns + health_ns
+        if now_ns >= hello_due:
+            self._send_hellos(now_ns)
+        self._due_any = min(self._due)
+
+    def _send(self, topic: str, row: np.ndarray, t: float, kind: str) -> None:
+        seq = self._next_seq[topic]
+        self.publisher.send(Frame(topic, row, seq, t, kind))
+        self._next_seq[topic] = seq + 1
+
+    def _send_hellos(self, now_ns: int) -> None:
+        next_output = self._last_seq + 1 if self._opened and self._last_seq >= 0 else 0
+        for topic, meta in self._hellos.items():
+            seq = next_output if topic in self._topics.values() else self._next_seq[topic]
+            self.publisher.hello(topic, seq, 0.0, meta)
+        self._due[2] = now_ns + self._intervals_ns[2]
 
     def close(self, status: str, error: str | None = None) -> None:
+        if self._opened:
+            self._publish_side(max(self._due) + 1)  # the last input bin and health
         self.publisher.close(linger=0.2)

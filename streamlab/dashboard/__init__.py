@@ -1,0 +1,1 @@
+"""Live browser dashboard of a running pipeline."""
