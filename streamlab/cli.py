@@ -1,4 +1,4 @@
-"""The `streamlab` command: demo, sim, attach, replay, inspect.
+"""The `streamlab` command: demo, sim, attach, replay, inspect, dashboard, report.
 
 Errors print one line saying what was wrong and what to do, and exit non-zero (1 for a failed
 run, 2 for bad usage). Heavy imports (torch, prefect) happen inside the commands that need them,
@@ -236,6 +236,35 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=2, help="threads, or LocalCluster workers (default 2)"
     )
     nightly.set_defaults(handler=_cmd_nightly)
+
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="a live page in the browser: learners' outputs, the loop's health, the input",
+        description="Serve a live dashboard on localhost: subscribe to a running pipeline's "
+        "outputs (--listen, the endpoint given to `attach --publish`) or follow a run store as "
+        "it is written (--store). Open the printed address in a browser.",
+    )
+    dashboard.add_argument(
+        "--listen", metavar="ENDPOINT", help="the endpoint of `attach --publish` to subscribe to"
+    )
+    dashboard.add_argument("--store", metavar="PATH", help="a run store to follow instead")
+    dashboard.add_argument("--port", type=int, default=5006, help="HTTP port (default 5006)")
+    dashboard.add_argument(
+        "--address", default="127.0.0.1", help="address to serve on (default 127.0.0.1)"
+    )
+    dashboard.add_argument(
+        "--window", type=int, default=2000, help="samples each learner's plot keeps (default 2000)"
+    )
+    dashboard.set_defaults(handler=_cmd_dashboard)
+
+    report = sub.add_parser(
+        "report", help="an HTML report of one run: learning curves, latents, latency, events"
+    )
+    report.add_argument("store", help="the run store (a .zarr directory)")
+    report.add_argument(
+        "--out", default=None, help="folder for report.html and its PNGs (default STORE-report)"
+    )
+    report.set_defaults(handler=_cmd_report)
 
     inspect = sub.add_parser(
         "inspect", help="what a store holds: learners, rows, gaps, rejects, status"
@@ -633,6 +662,23 @@ def _local_timezone() -> str:
         return target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else "UTC"
     except OSError:
         return "UTC"
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from streamlab.dashboard.server import feed_factory, serve
+
+    make_feed = feed_factory(args.listen, args.store, args.window)
+    title = f"streamlab: {args.listen or args.store}"
+    serve(make_feed, port=args.port, address=args.address, title=title, window=args.window)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from streamlab.report import write_report
+
+    html_path = write_report(args.store, args.out)
+    print(f"report: {html_path}")
+    return 0
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
