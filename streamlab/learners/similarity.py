@@ -22,6 +22,7 @@ import torch
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners.base import Learner, StateValue, TargetLearner, require_positive_int
+from streamlab.learners.cuda_graphs import GraphedUpdate
 from streamlab.learners.local_rules import (
     bmv,
     hebbian_,
@@ -29,6 +30,7 @@ from streamlab.learners.local_rules import (
     rectified_fixed_point,
 )
 
+_BACKENDS = ("auto", "torch", "numpy")
 INIT_SCALE = 0.01  # the reference initialises W and M at 1/100 of an orthonormal basis / identity
 
 
@@ -52,6 +54,10 @@ class SimilarityMatching(Learner):
         data to unit mean norm), which makes the step sizes independent of the units.
     refresh_every
         Recompute M^-1 from M every this many samples (0: never); k^3/refresh_every per sample.
+    backend
+        How a step is computed, all with the same maths: `"auto"` (NumPy on the CPU, where
+        torch's per-op overhead dominates at these sizes, and one replayed CUDA graph per step
+        on CUDA), `"torch"` (eager torch ops everywhere) or `"numpy"` (CPU only).
     device, dtype, seed
         Torch device (`"auto"`: CUDA when present), `"float32"` or `"float64"`, and the seed of
         the learner's own random generator (initial weights).
@@ -68,6 +74,7 @@ class SimilarityMatching(Learner):
         center: bool = True,
         normalize: bool = True,
         refresh_every: int = 10,
+        backend: str = "auto",
         device: str = "auto",
         dtype: str = "float32",
         seed: int | None = None,
@@ -80,8 +87,14 @@ class SimilarityMatching(Learner):
         self.center = center
         self.normalize = normalize
         self.refresh_every = refresh_every
+        self.backend = backend
         self._init_common(device, dtype, seed)
         require_positive_int(n_components, "n_components")
+        if backend not in _BACKENDS:
+            raise ConfigError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+        if backend == "numpy" and self._device.type != "cpu":
+            raise ConfigError("backend='numpy' runs on the CPU only; use 'auto' or 'torch' on CUDA")
+        self._graph: GraphedUpdate | None = None
         if gamma <= 0 or t0 <= 0 or tau <= 0 or eta_min < 0:
             raise ConfigError("gamma, t0 and tau must be positive and eta_min non-negative")
         if 1.0 / (gamma + t0) / tau >= 1.0 or max(1.0 / (gamma + t0), eta_min) >= 0.5:
@@ -110,37 +123,110 @@ class SimilarityMatching(Learner):
     def _eta(self, t: int) -> float:
         return max(1.0 / (self.gamma * t + self.t0), self.eta_min)
 
-    def _prepare(self, x: torch.Tensor, learn: bool) -> torch.Tensor:
-        """Centre and scale x with the running statistics (updating them when learning)."""
+    def _centred(self, x: torch.Tensor) -> torch.Tensor:
+        """x centred and scaled with the running statistics, without updating them."""
+        xc = torch.sub(x, self._mean) if self.center else x.clone()
+        if self.normalize:
+            xc.mul_(torch.rsqrt(self._mean_sq_norm + 1e-12).unsqueeze(1))
+        return xc
+
+    def _step_scalars(self) -> tuple[list[float], bool]:
+        """This step's host-side numbers (running-average rate 1/t, Hebbian rate 2η, lateral
+        rate η/τ) and whether M^-1 is re-inverted now; the step counter is already advanced."""
+        t = self._steps
+        eta = self._eta(t)
+        refresh = bool(self.refresh_every) and t % self.refresh_every == 0
+        return [1.0 / t, 2.0 * eta, eta / self.tau], refresh
+
+    def _update(self, x: torch.Tensor) -> torch.Tensor:
+        self._steps += 1
+        scalars, refresh = self._step_scalars()
+        if self._device.type == "cpu" and self.backend != "torch":
+            return self._update_numpy(x, scalars, refresh)
+        if self._device.type == "cuda" and self.backend == "auto":
+            if self._graph is None:
+                self._graph = GraphedUpdate(
+                    lambda xs, ss: self._update_tensor(xs, ss, refresh=False),
+                    self._state_tensors,
+                    x,
+                    len(scalars),
+                    owner=type(self).__name__,
+                )
+                self._graph_refresh = GraphedUpdate(
+                    lambda xs, ss: self._update_tensor(xs, ss, refresh=True),
+                    self._state_tensors,
+                    x,
+                    len(scalars),
+                    owner=type(self).__name__,
+                )
+            graph = self._graph_refresh if refresh else self._graph
+            return graph(x, scalars, refresh)
+        rates = torch.tensor(scalars, dtype=self._torch_dtype).to(self._device, non_blocking=True)
+        return self._update_tensor(x, rates, refresh)
+
+    def _update_tensor(self, x: torch.Tensor, rates: torch.Tensor, refresh: bool) -> torch.Tensor:
+        """One PSP step in torch ops with the step's rates as a tensor (1/t, 2η, η/τ), so the
+        same ops can be captured once as a CUDA graph and replayed with new rates."""
+        mean_rate, hebbian_rate, lateral_rate = rates[0], rates[1], rates[2]
         xc = self._xc
         if self.center:
-            if learn:
-                self._mean.add_(x - self._mean, alpha=1.0 / self._steps)
+            self._mean.add_((x - self._mean) * mean_rate)
             torch.sub(x, self._mean, out=xc)
         else:
             xc.copy_(x)
         if self.normalize:
-            if learn:
-                rate = 1.0 / self._steps
-                self._mean_sq_norm.mul_(1.0 - rate).add_(xc.square().sum(1), alpha=rate)
+            self._mean_sq_norm.mul_(1.0 - mean_rate).add_(xc.square().sum(1) * mean_rate)
             xc.mul_(torch.rsqrt(self._mean_sq_norm + 1e-12).unsqueeze(1))
-        return xc
-
-    def _update(self, x: torch.Tensor) -> torch.Tensor:
-        self._steps += 1
-        xc = self._prepare(x, learn=True)
         y = torch.bmm(self._Minv, torch.bmm(self._W, xc.unsqueeze(2)))  # (B, k, 1)
-        eta = self._eta(self._steps)
-        y = y.squeeze(2)
-        hebbian_(self._W, y, xc, 2.0 * eta)
-        refresh = bool(self.refresh_every) and self._steps % self.refresh_every == 0
-        lateral_rank_one_(self._M, self._Minv, y, eta / self.tau, refresh)
-        return y
+        self._W.mul_(1.0 - hebbian_rate).add_(y * xc.unsqueeze(1) * hebbian_rate)
+        yt = y.transpose(1, 2)
+        self._M.mul_(1.0 - lateral_rate).add_(y * yt * lateral_rate)
+        self._Minv.div_(1.0 - lateral_rate)
+        z = torch.bmm(self._Minv, y)
+        c = lateral_rate / (1.0 + lateral_rate * (z * y).sum(dim=(1, 2), keepdim=True))
+        self._Minv.sub_(z * c * z.transpose(1, 2))
+        if refresh:
+            self._Minv.copy_(torch.linalg.inv_ex(self._M).inverse)
+        return y.squeeze(2)
+
+    def _update_numpy(self, x: torch.Tensor, scalars: list[float], refresh: bool) -> torch.Tensor:
+        """The same step as `_update_tensor` in NumPy on views of the same CPU tensors: at the
+        sizes of a recording (hundreds of channels, a few components) each op costs about a
+        microsecond instead of torch's several."""
+        mean_rate, hebbian_rate, lateral_rate = scalars
+        W, M, Minv = self._W.numpy(), self._M.numpy(), self._Minv.numpy()
+        xn, xc = x.numpy(), self._xc.numpy()
+        if self.center:
+            mean = self._mean.numpy()
+            np.subtract(xn, mean, out=xc)
+            xc *= mean_rate
+            mean += xc
+            np.subtract(xn, mean, out=xc)
+        else:
+            xc[...] = xn
+        if self.normalize:
+            msn = self._mean_sq_norm.numpy()
+            msn *= 1.0 - mean_rate
+            msn += mean_rate * np.einsum("bn,bn->b", xc, xc)
+            xc *= (1.0 / np.sqrt(msn + 1e-12))[:, None]
+        y = np.matmul(Minv, np.matmul(W, xc[:, :, None]))  # (B, k, 1)
+        W *= 1.0 - hebbian_rate
+        W += hebbian_rate * (y * xc[:, None, :])
+        yt = y.transpose(0, 2, 1)
+        M *= 1.0 - lateral_rate
+        M += lateral_rate * (y * yt)
+        Minv /= 1.0 - lateral_rate
+        z = np.matmul(Minv, y)
+        c = lateral_rate / (1.0 + lateral_rate * (z * y).sum(axis=(1, 2), keepdims=True))
+        Minv -= (z * c) * z.transpose(0, 2, 1)
+        if refresh:
+            Minv[...] = np.linalg.inv(M)
+        return torch.from_numpy(y[:, :, 0])
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         if self._steps == 0:
             return self._zeros(x.shape[0], self.n_components)
-        xc = self._prepare(x, learn=False)
+        xc = self._centred(x)
         return torch.bmm(self._Minv, torch.bmm(self._W, xc.unsqueeze(2))).squeeze(2)
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
