@@ -1,5 +1,6 @@
 """The nightly flow: find the sessions recorded since the last run in an archive folder, replay
-each through the configured learners into its own store, and write a summary beside them.
+each through the configured learners into its own store, and write a summary beside them, with
+a run report per session (`streamlab.report`) next to its store.
 
 What it has done is remembered in `<store_dir>/nightly-state.json` (each finished session with
 its size and modification time), so a rerun, or the next night, only processes sessions that
@@ -170,6 +171,9 @@ def nightly_flow(
                 "finished": datetime.now(UTC).isoformat(),
                 "learners": learners,
             }
+    for result in results:
+        if "error" not in result:
+            result.update(session_report(result["store"]))
     failed = [r for r in results if "error" in r]
     summary = {
         "started": started.isoformat(),
@@ -194,11 +198,32 @@ def nightly_flow(
     return summary
 
 
+def session_report(store: str) -> dict[str, str]:
+    """Draw the run report of one session's store beside it (`<name>-report/report.html`):
+    `{"report": path}`, or `{"report_error": why}` when it could not be drawn (the store stays
+    the night's result; its page says the report is missing and why)."""
+    from streamlab.errors import StreamlabError
+    from streamlab.report import write_report
+
+    try:
+        return {"report": str(write_report(store))}
+    except (StreamlabError, OSError, ValueError) as exc:
+        get_run_logger().warning("no report for %s: %s", store, exc)
+        return {"report_error": f"{type(exc).__name__}: {exc}"}
+
+
+def _report_link(result: dict[str, Any]) -> str:
+    if "report" in result:
+        page = Path(result["report"])
+        return f"<a href='{html.escape(f'{page.parent.name}/{page.name}')}'>report</a>"
+    return html.escape(result.get("report_error", ""))
+
+
 def summary_html(summary: dict[str, Any]) -> str:
     """One night's page: a row per session with its metrics, failures with their errors."""
     rows = "".join(
         "<tr><td>{}</td><td>{:,}</td><td>{}</td><td>{}</td><td>{:.0f}</td><td>{:.1f}</td>"
-        "<td><a href='{}'>store</a></td></tr>".format(
+        "<td><a href='{}'>store</a></td><td>{}</td></tr>".format(
             html.escape(Path(r["session"]).name),
             r["samples"],
             r["gaps"],
@@ -206,6 +231,7 @@ def summary_html(summary: dict[str, Any]) -> str:
             r["p99_us"],
             r["wall_s"],
             html.escape(Path(r["store"]).name),
+            _report_link(r),
         )
         for r in summary["processed"]
     )
@@ -220,13 +246,13 @@ def summary_html(summary: dict[str, Any]) -> str:
         f"{html.escape(', '.join(summary['learners']))}; {html.escape(summary['runner'])}; "
         f"{summary['wall_s']:.1f} s; {len(summary['skipped'])} session(s) already done</p>"
         "<table border=1><tr><th>session</th><th>samples</th><th>gaps</th><th>rejects</th>"
-        f"<th>p99 µs</th><th>wall s</th><th></th></tr>{rows}</table>"
+        f"<th>p99 µs</th><th>wall s</th><th></th><th></th></tr>{rows}</table>"
         + (f"<h2>Failed</h2><ul>{failures}</ul>" if failures else "")
     )
 
 
 def index_html(store_dir: Path) -> str:
-    """Links to every night's page, newest first."""
+    """Links to every night's page, newest first (each links its sessions' run reports)."""
     pages = sorted(store_dir.glob(f"{SUMMARY_PREFIX}*.html"), reverse=True)
     links = "".join(f"<li><a href='{p.name}'>{html.escape(p.stem)}</a></li>" for p in pages)
     return (
