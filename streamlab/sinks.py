@@ -390,8 +390,8 @@ class ZmqOutputSink(Sink):
         self._checkpoint_ns: int | None = None
         self._health_base = (now, 0)  # (time, samples) at the last health frame
         self._due = [now + interval for interval in self._intervals_ns]
-        self._due_any = min(self._due)
-        self._send_hellos(now)
+        self._due[2] = now  # the hellos go out with the first frame, which knows the first seq
+        self._due_any = now
         self._opened = True
 
     def on_frame(
@@ -401,6 +401,9 @@ class ZmqOutputSink(Sink):
         latency_ns: np.ndarray,
         extras: dict[str, dict[str, torch.Tensor]] | None = None,
     ) -> None:
+        if self._last_seq < 0:  # the first frame: the hellos announce where outputs start
+            self._last_seq = frame.seq - 1
+            self._send_hellos(time.perf_counter_ns())
         for name, topic in self._topics.items():
             data = outputs[name].detach().cpu().numpy()
             self.publisher.send(Frame(topic, data, frame.seq, frame.t, name, frame.rate))
@@ -495,7 +498,7 @@ class ZmqOutputSink(Sink):
             row = self.health_row(now_ns)
             self._send(self._health_topic, row, float(self._input_t), "health")
             self._due[0] = now_ns + health_ns
-        if now_ns >= hello_due:
+        if now_ns >= hello_due and self._last_seq >= 0:
             self._send_hellos(now_ns)
         self._due_any = min(self._due)
 
@@ -505,7 +508,7 @@ class ZmqOutputSink(Sink):
         self._next_seq[topic] = seq + 1
 
     def _send_hellos(self, now_ns: int) -> None:
-        next_output = self._last_seq + 1 if self._opened and self._last_seq >= 0 else 0
+        next_output = self._last_seq + 1
         for topic, meta in self._hellos.items():
             seq = next_output if topic in self._topics.values() else self._next_seq[topic]
             self.publisher.hello(topic, seq, 0.0, meta)

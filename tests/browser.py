@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,8 +82,15 @@ def full_page_screenshot(driver: object, path: Path) -> np.ndarray:
     """Save the whole page (not only the window) as a PNG at `path`; returns its pixels."""
     from PIL import Image
 
-    height = driver.execute_script("return document.documentElement.scrollHeight")  # type: ignore[attr-defined]
-    driver.set_window_size(1300, min(int(height) + 40, 12000))  # type: ignore[attr-defined]
+    measure = "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)"
+    height = 0
+    for _ in range(10):  # a page that lays itself out again at the new size grows: measure again
+        now = int(driver.execute_script(measure))  # type: ignore[attr-defined]
+        if now <= height:
+            break
+        height = now
+        driver.set_window_size(1300, min(height + 240, 12000))  # type: ignore[attr-defined]
+        time.sleep(1.0)
     path.parent.mkdir(parents=True, exist_ok=True)
     png = driver.get_screenshot_as_png()  # type: ignore[attr-defined]
     path.write_bytes(png)

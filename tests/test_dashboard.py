@@ -205,7 +205,8 @@ def test_store_feed_reads_only_new_committed_rows(tmp_path) -> None:
 
 
 # -- the real thing, in a browser --------------------------------------------------------------
-LEARNERS = ("sm:n_components=3", "sglm:n_states=2,burn_in=100", "akd:y=neuron0+neuron1")
+# a live rig's hello may go out before `attach` has connected, so y is named by channel index
+LEARNERS = ("sm:n_components=3", "sglm:n_states=2,burn_in=100", "akd:y=0+1")
 
 
 @pytest.mark.slow
@@ -242,6 +243,10 @@ def test_dashboard_in_a_browser_draws_and_keeps_updating(tmp_path, browser) -> N
             return f"Bokeh.documents[0].get_model_by_name('{name}')"
 
         def length_and_last(name: str) -> list[float] | None:
+            for proc_name in ("attach", "dashboard"):
+                if procs[proc_name].poll() is not None:
+                    log = (tmp_path / f"{proc_name}.log").read_text()
+                    pytest.fail(f"{proc_name} exited early: {log}")
             return browser.execute_script(
                 f"const s = Bokeh.documents.length ? {source(name)} : null;"
                 "if (!s || !s.data.t || !s.data.t.length) return null;"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 from bokeh.document import Document
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, Div, LinearColorMapper, Range1d
+from bokeh.models import ColumnDataSource, DataRange1d, Div, LinearColorMapper, Range1d
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
@@ -82,7 +82,8 @@ class DashboardPage:
             {"image": [], "x": [], "y": [], "dw": [], "dh": []}, name="input-source"
         )
         self._mapper = LinearColorMapper(palette=Viridis256, low=0.0, high=1.0)
-        self.learner_panels = column(name="learners")
+        self._waiting = Div(text="<i>waiting for the learners' first outputs ...</i>")
+        self.learner_panels = column(self._waiting, name="learners")
         self.root = column(
             self.header,
             row(self._throughput_plot(), self._latency_plot()),
@@ -174,12 +175,15 @@ class DashboardPage:
             )
             fig.y_range = Range1d(0, 1)
         else:
+            lines = []
             for i, key in enumerate(keys[:MAX_LINES]):
                 label = info.y[i] if role == "decoder" else f"{role[:7]} {i}"
-                fig.line(
+                lines.append(fig.line(
                     "t", key, source=source, color=Category10_10[i % 10], line_width=1.5,
                     legend_label=f"decoded {label}" if role == "decoder" else label,
-                )  # fmt: skip
+                ))  # fmt: skip
+            # the learner's own rows set the time window (a true variable may reach further back)
+            fig.x_range = DataRange1d(renderers=lines)
         if role == "decoder":
             true_keys = [f"y{i}" for i in range(len(info.y_index))]
             truth = ColumnDataSource(
@@ -195,6 +199,8 @@ class DashboardPage:
         fig.legend.orientation = "horizontal"
         fig.legend.background_fill_alpha = 0.6
         fig.legend.click_policy = "hide"
+        if self._waiting in self.learner_panels.children:
+            self.learner_panels.children.remove(self._waiting)
         self.learner_panels.children.append(fig)
         self._infos[info.name] = info
 
