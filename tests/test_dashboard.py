@@ -22,7 +22,7 @@ from streamlab.store.run_store import RunStore
 from streamlab.stream.protocol import Frame
 from streamlab.stream.transport import Gap, Rejection
 from tests.browser import ARTIFACTS, CANVASES_JS, browser, full_page_screenshot  # noqa: F401
-from tests.conftest import free_endpoint, streamlab_command
+from tests.conftest import free_endpoint, run_cli, streamlab_command
 
 
 def free_port() -> int:
@@ -202,6 +202,26 @@ def test_store_feed_reads_only_new_committed_rows(tmp_path) -> None:
     assert second.health[0]["gaps"] == 1 and second.health[0]["missing"] == 7
     assert "running" in second.status
     assert "sm" not in feed.poll().learners  # nothing new, nothing sent
+
+
+def test_dashboard_cli_says_what_it_needs(tmp_path) -> None:
+    result = run_cli("dashboard")
+    assert result.returncode == 1 and "--listen ENDPOINT" in result.stderr
+    result = run_cli("dashboard", "--listen", "tcp://127.0.0.1:1", "--store", "x.zarr")
+    assert result.returncode == 1 and "exactly one of" in result.stderr
+    result = run_cli("report", str(tmp_path / "missing.zarr"))
+    assert result.returncode == 1 and "no streamlab store" in result.stderr
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_browser_tests_skip_without_chromium_but_fail_under_ci(monkeypatch, tmp_path, ci) -> None:
+    import tests.browser
+
+    monkeypatch.setattr(tests.browser, "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.setenv("CI", ci)
+    expected = pytest.fail.Exception if ci == "true" else pytest.skip.Exception
+    with pytest.raises(expected, match="apt-get install chromium chromium-driver"):
+        tests.browser.require_browser()
 
 
 # -- the real thing, in a browser --------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+HELLO_WAIT_S = 3.0  # a learner's outputs without its hello (the sink repeats it each second)
 # learner classes whose outputs are not latents (see `learner_role`)
 POSTERIOR_CLASSES = frozenset({"SwitchingGLM"})
 DECODER_CLASSES = frozenset({"AdaptiveKalmanDecoder", "ThreeFactorReadout", "ForceReadout"})
@@ -194,6 +195,8 @@ class LiveFeed:
         self._health: deque[Health] = deque(maxlen=window)
         self._messages = 0
         self._last_message = 0.0
+        self._hello_seen: set[str] = set()
+        self._first_seen: dict[str, float] = {}
 
     def poll(self) -> Update:
         """Take every message waiting on the socket (up to `max_messages`) and return them."""
@@ -225,6 +228,7 @@ class LiveFeed:
                 name = topic[len(self.prefix) + 1 :]
                 info = self._info.setdefault(name, LearnerInfo(name))
                 info.n_components = info.n_components or message.n_channels
+                self._first_seen.setdefault(name, time.monotonic())
                 rows = self._rows.setdefault(name, Rows(self.window))
                 rate = message.rate
                 m = message.n_samples
@@ -236,12 +240,22 @@ class LiveFeed:
             },
             input=self._input.drain(),
             health=list(self._health),
-            info=dict(self._info),
+            info=self._described(),
             channel_names=self._input_meta.get("channels"),
             status=self._status(),
         )
         self._health.clear()
         return update
+
+    def _described(self) -> dict[str, LearnerInfo]:
+        """The learners whose hello has come (so their class, hence how to draw them, is
+        known), and those still without one after `HELLO_WAIT_S` (drawn as latents)."""
+        now = time.monotonic()
+        return {
+            name: info
+            for name, info in self._info.items()
+            if name in self._hello_seen or now - self._first_seen.get(name, now) > HELLO_WAIT_S
+        }
 
     def _on_hello(self, topic: str, meta: dict[str, Any]) -> None:
         if topic == self._health_topic:
@@ -250,6 +264,7 @@ class LiveFeed:
             self._input_meta = meta
         else:
             name = topic[len(self.prefix) + 1 :]
+            self._hello_seen.add(name)
             info = self._info.setdefault(name, LearnerInfo(name))
             info.cls = str(meta.get("learner", info.cls))
             info.n_components = int(meta.get("n_components", info.n_components))
