@@ -89,11 +89,16 @@ def _check_sessions(sessions: Sequence[Session], stores: Sequence[str | Path]) -
             raise ConfigError(f"session {session.stream!r} holds no samples; leave it out")
 
 
-def group_for_lockstep(sessions: Sequence[Session]) -> list[list[int]]:
-    """Indices of `sessions` grouped by channel count and rate: each group can run in lockstep."""
+def lockstep_key(session: Session) -> tuple[int, float | None]:
+    """What sessions must share to run in lockstep: channel count and rate."""
+    return int(session.data.shape[1]), session.rate
+
+
+def group_for_lockstep(keys: Sequence[tuple[int, float | None]]) -> list[list[int]]:
+    """Indices of sessions grouped by their `lockstep_key`s: each group can run in lockstep."""
     groups: dict[tuple[int, float | None], list[int]] = {}
-    for i, session in enumerate(sessions):
-        groups.setdefault((int(session.data.shape[1]), session.rate), []).append(i)
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
     return list(groups.values())
 
 

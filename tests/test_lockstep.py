@@ -9,7 +9,7 @@ import torch
 
 from streamlab.errors import ConfigError
 from streamlab.learners.registry import build_learners
-from streamlab.lockstep import group_for_lockstep, replay_lockstep
+from streamlab.lockstep import group_for_lockstep, lockstep_key, replay_lockstep
 from streamlab.sessions import Session
 from streamlab.store.run_store import RunStore
 
@@ -88,7 +88,8 @@ def test_refuses_mixed_channel_counts_and_shared_state(tmp_path) -> None:
     sessions = [_session(50, 8, 0), _session(50, 9, 1)]
     with pytest.raises(ConfigError, match=r"same channel count.*group_for_lockstep"):
         replay_lockstep(sessions, ["sm"], [tmp_path / "a", tmp_path / "b"], device="cpu")
-    assert group_for_lockstep([*sessions, _session(20, 8, 2)]) == [[0, 2], [1]]
+    keys = [lockstep_key(s) for s in [*sessions, _session(20, 8, 2)]]
+    assert group_for_lockstep(keys) == [[0, 2], [1]]
     same = [_session(50, 8, 0), _session(50, 8, 1)]
     stores = [tmp_path / "c.zarr", tmp_path / "d.zarr"]
     with pytest.raises(ConfigError, match="shared across streams"):
