@@ -91,9 +91,9 @@ def attach(
             )
         ]
         targets = learner_targets(store.attrs["streamlab"]["config"]["learners"])
-        if options.publish:
-            sinks.append(
-                ZmqOutputSink(options.publish, curve=options.output_curve(), targets=targets)
+        if options.publish:  # first: outputs go back before the store's bookkeeping
+            sinks.insert(
+                0, ZmqOutputSink(options.publish, curve=options.output_curve(), targets=targets)
             )
         pipeline = Pipeline(
             source,

@@ -65,8 +65,8 @@ class GraphedUpdate:
         self, x: torch.Tensor, scalars: Sequence[float], variant: Hashable
     ) -> torch.Tensor:
         """One step: `x` (on the device) and `scalars` into the static buffers, then the
-        variant's graph (captured now if new). Returns the graph's static output buffer: it is
-        overwritten by the next step, so copy it to keep it."""
+        variant's graph (captured now if new). Returns a copy of the graph's output buffer (the
+        buffer itself is overwritten by the next replay; callers keep several outputs)."""
         turn = self._turn = 1 - self._turn
         self._copied[turn].synchronize()  # the copy issued two steps ago: long finished
         staging = self._host_scalars[turn]
@@ -83,7 +83,7 @@ class GraphedUpdate:
         graph, output = entry
         graph.replay()
         self.replays += 1
-        return output
+        return output.clone()
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {name: tensor.clone() for name, tensor in self._state().items()}
@@ -135,7 +135,7 @@ class GraphedUpdate:
             return expected
         self._graphs[variant] = (graph, output)
         self.replays += 1
-        return output
+        return output.clone()
 
 
 def _first_mismatch(
