@@ -82,15 +82,15 @@ def full_page_screenshot(driver: object, path: Path) -> np.ndarray:
     """Save the whole page (not only the window) as a PNG at `path`; returns its pixels."""
     from PIL import Image
 
-    measure = "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)"
-    height = 0
-    for _ in range(10):  # a page that lays itself out again at the new size grows: measure again
-        now = int(driver.execute_script(measure))  # type: ignore[attr-defined]
-        if now <= height:
-            break
-        height = now
-        driver.set_window_size(1300, min(height + 240, 12000))  # type: ignore[attr-defined]
-        time.sleep(1.0)
+    # the bottom of the page's content (a page that fills its window would grow with it)
+    bottom = int(
+        driver.execute_script(  # type: ignore[attr-defined]
+            "return Math.max(...Array.from(document.body.children, e =>"
+            " e.getBoundingClientRect().bottom + window.scrollY))"
+        )
+    )
+    driver.set_window_size(1300, min(bottom + 140, 12000))  # type: ignore[attr-defined]
+    time.sleep(1.5)  # laid out and drawn again at the new size
     path.parent.mkdir(parents=True, exist_ok=True)
     png = driver.get_screenshot_as_png()  # type: ignore[attr-defined]
     path.write_bytes(png)

@@ -241,7 +241,7 @@ def test_dashboard_in_a_browser_draws_and_keeps_updating(tmp_path, browser) -> N
             "--until-eos", "--quiet", "--device", "cpu", "--checkpoint-every", "500",
         ),
         "sim": (
-            "sim", "--publish", rig_endpoint, "--channels", "16", "--rate", "100",
+            "sim", "--publish", rig_endpoint, "--channels", "16", "--rate", "50",
             "--seconds", "240", "--startup-delay", "3",
         ),
     }  # fmt: skip

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -308,6 +309,7 @@ class StoreFeed:
         self._channel_names: list[str] | None = None
         self._status = f"store {path}: opening ..."
         self._started = time.monotonic()
+        self._created: float | None = None  # the run's start (epoch s), from the store
 
     def poll(self) -> Update:
         """New committed rows, or an empty update between reads."""
@@ -333,6 +335,8 @@ class StoreFeed:
         names = (stream.get("meta") or {}).get("channels")
         self._channel_names = [str(c) for c in names] if isinstance(names, list) else None
         config = attrs.get("streamlab", {}).get("config", {})
+        if self._created is None and attrs.get("streamlab", {}).get("created"):
+            self._created = datetime.fromisoformat(attrs["streamlab"]["created"]).timestamp()
         targets = learner_targets(config.get("learners", [])) if config.get("learners") else {}
         update = Update(channel_names=self._channel_names)
         latencies = []
@@ -425,7 +429,7 @@ class StoreFeed:
             "checkpoint_age_s": last_t - checkpoint.t if checkpoint else float("nan"),
             "divergences": 0.0,
             "last_seq": float(checkpoint.seq) if checkpoint else -1.0,
-            "elapsed_s": now - self._started,
+            "elapsed_s": time.time() - self._created if self._created else now - self._started,
         }
         return Health(fields, hist.astype(np.float64), edges)
 

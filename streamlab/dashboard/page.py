@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 from bokeh.document import Document
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, DataRange1d, Div, LinearColorMapper, Range1d
+from bokeh.models import ColorBar, ColumnDataSource, DataRange1d, Div, LinearColorMapper, Range1d
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
@@ -53,7 +53,7 @@ class DashboardPage:
         title: str,
         *,
         window: int = 2000,
-        heat_bins: int = 300,
+        heat_bins: int = 600,
         max_channels: int = 128,
     ) -> None:
         self.feed = feed
@@ -95,14 +95,19 @@ class DashboardPage:
 
     # -- the fixed plots ------------------------------------------------------------------------
     def _throughput_plot(self) -> figure:
-        fig = _figure("throughput", "wall time (s)", "samples / s", name="throughput")
+        fig = _figure(
+            "throughput", "wall time since the run started (s)", "samples / s", name="throughput"
+        )
         fig.line("elapsed", "rate", source=self._health_src, line_width=2, legend_label="samples/s")
         fig.legend.location = "bottom_left"
         return fig
 
     def _latency_plot(self) -> figure:
         fig = _figure(
-            "latency per sample (arrival -> output)", "wall time (s)", "µs", y_axis_type="log"
+            "latency per sample (arrival -> output)",
+            "wall time since the run started (s)",
+            "µs",
+            y_axis_type="log",
         )
         for key, colour in (("p50", Category10_10[0]), ("p99", Category10_10[3])):
             fig.line(
@@ -147,6 +152,9 @@ class DashboardPage:
             image="image", x="x", y="y", dw="dw", dh="dh", source=self._heat_src,
             color_mapper=self._mapper,
         )  # fmt: skip
+        fig.add_layout(
+            ColorBar(color_mapper=self._mapper, title="mean per sample", width=10), "right"
+        )
         return fig
 
     # -- per learner ----------------------------------------------------------------------------
