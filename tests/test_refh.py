@@ -25,8 +25,10 @@ SPRING = np.array([[1.0, 0.05], [-0.03, 0.9975]])  # dt 0.05, m 5, b 0.25, k 3
 PROCESS_NOISE = np.array([5e-7, 5e-5])  # the reference's, unscaled
 HALF_RANGE = np.pi / 3
 N_NEURONS = 15
-TRIAL = 1000  # steps per trajectory; each starts afresh (position uniform, velocity N(0, 0.3^2))
-INITIAL_SPEED = 0.3
+TRIAL = 1000  # steps per trajectory; each starts afresh: position uniform, velocity ~ 0
+# The reference starts every trajectory at rest: setDynamics.m sets muV0 = 0, SigmaV0 = 5e-10
+# (velocity standard deviation 2.2e-5); the position prior is uniform over the range
+INITIAL_SPEED = float(np.sqrt(5e-10))
 
 
 def wrap(x: np.ndarray) -> np.ndarray:
@@ -119,10 +121,55 @@ def readout(
     return np.arctan2(decoded[:, 1], decoded[:, 0]) * HALF_RANGE / np.pi, decoded[:, 2]
 
 
-def spring_learner(recurrent: bool) -> RecurrentEFH:
+def spring_learner(recurrent: bool, seed: int = 0) -> RecurrentEFH:
+    """The reference's set-up: 240 hidden units, one set of weights for the 40 trajectories, and
+    its schedule, every rate divided by 1.1 per epoch (an epoch: 1,000 steps of the 40)."""
     return RecurrentEFH(
-        n_components=240, recurrent=recurrent, share_weights=True, device="cpu", seed=0
+        n_components=240,
+        recurrent=recurrent,
+        share_weights=True,
+        anneal=1.1,
+        anneal_every=TRIAL,
+        device="cpu",
+        seed=seed,
     )
+
+
+def spring_experiment(
+    train_seed: int, test_seed: int, learner_seed: int, epochs: int = 10
+) -> dict[str, float]:
+    """The filtering experiment with the given seeds: 40 trajectories in lockstep, `epochs` x 1,000
+    steps of online training for the rEFH (4 x 1,000 for the static harmonium, which matches the
+    centre of mass by then), then each frozen model tracks the last 2,000 training steps (readout
+    fit) and 1,000 held-out steps of 40 new trajectories (test). Every model is scored on every
+    held-out step. Returns the position MSEs (rad^2) of the Kalman filter, the rEFH, the static
+    harmonium and the centre of mass, and the velocity R^2 of the two harmoniums' readouts."""
+    batch = 40
+    train_counts, train_states = simulate_spring(epochs, batch, seed=train_seed)
+    test_counts, test_states = simulate_spring(1, batch, seed=test_seed)
+    # the observation noise the Kalman filter is given: the centre of mass's error variance,
+    # measured on the training stream
+    variance = float(np.var(wrap(centre_of_mass(train_counts) - train_states[..., 0])))
+    truth = test_states[..., 0].ravel()
+
+    def mse(position: np.ndarray) -> float:
+        return float(np.mean(wrap(position.ravel() - truth) ** 2))
+
+    results = {
+        "kalman": mse(kalman_on_centre_of_mass(test_counts, variance)),
+        "single_frame": mse(centre_of_mass(test_counts)),
+    }
+    for name, recurrent, train_trials in (("refh", True, epochs), ("static", False, 4)):
+        learner = spring_learner(recurrent, learner_seed)
+        run_learner(learner, train_counts[: train_trials * TRIAL], learn=True)
+        fit = slice(len(train_counts) - 2 * TRIAL, None)
+        fit_hidden = run_learner(learner, train_counts[fit], learn=False)
+        hidden = run_learner(learner, test_counts, learn=False)
+        position, velocity = readout(fit_hidden, train_states[fit], hidden)
+        speed = test_states[..., 1].ravel()
+        results[name] = mse(position)
+        results[f"{name}_r2"] = float(1 - np.mean((velocity - speed) ** 2) / np.var(speed))
+    return results
 
 
 @pytest.fixture
@@ -138,54 +185,36 @@ def one_thread():
 
 @pytest.mark.usefixtures("one_thread")
 def test_refh_filters_the_spring_far_better_than_one_frame() -> None:
-    """40 trajectories in lockstep (shared weights, the reference's scheme), 10 x 1,000 steps of
-    online CD-1 (400k samples; the reference uses 2M), then the frozen model tracks the last
-    2,000 training steps (readout fit) and 1,000 held-out steps of 40 new trajectories (test).
+    """The filtering experiment (see `spring_experiment`): 400k samples of online CD-1 with the
+    reference's annealing (the reference trains on 2M).
 
-    Measured (MSE of position, rad^2, held-out): Kalman filter 1.43e-4, rEFH 3.29e-4 (2.3 x KF),
-    static harmonium 1.12e-3, centre of mass 1.11e-3; velocity R^2 from the rEFH's hidden means
-    0.95 (static: 0.00). The brief's target rEFH <= 1.3 x KF is NOT reached: in scratch runs
-    longer training (30 x 1,000 steps: 2.0 x KF), 480 hidden units (2.8 x KF overall, 2.0 after
-    each trajectory's first 50 steps), other rates, CD-3 or more process noise (x10 to x100:
-    1.55 x KF) did not close the gap, and a nonlinear (MLP) readout gains only ~10%, so the
-    learned filter itself, not the linear readout, falls short of the optimum here."""
-    batch = 40
-    train_counts, train_states = simulate_spring(10, batch, seed=1)
-    test_counts, test_states = simulate_spring(1, batch, seed=2)
-    # the observation noise the Kalman filter is given: the centre of mass's error variance,
-    # measured on the training stream
-    variance = float(np.var(wrap(centre_of_mass(train_counts) - train_states[..., 0])))
-    truth = test_states[..., 0].ravel()
-
-    def mse(position: np.ndarray) -> float:
-        return float(np.mean(wrap(position.ravel() - truth) ** 2))
-
-    kalman = mse(kalman_on_centre_of_mass(test_counts, variance))
-    single_frame = mse(centre_of_mass(test_counts))
-    results = {}
-    for recurrent, train_trials in ((True, 10), (False, 4)):
-        learner = spring_learner(recurrent)
-        run_learner(learner, train_counts[: train_trials * TRIAL], learn=True)
-        fit = slice(len(train_counts) - 2 * TRIAL, None)
-        fit_hidden = run_learner(learner, train_counts[fit], learn=False)
-        hidden = run_learner(learner, test_counts, learn=False)
-        position, velocity = readout(fit_hidden, train_states[fit], hidden)
-        speed = test_states[..., 1].ravel()
-        r2 = 1 - np.mean((velocity - speed) ** 2) / np.var(speed)
-        results[recurrent] = (mse(position), float(r2))
-    refh, refh_r2 = results[True]
-    static, static_r2 = results[False]
+    Measured here (MSE of position, rad^2, held-out; seeds train 1, test 2, learner 0): Kalman
+    filter 1.43e-4, rEFH 2.40e-4 (1.67 x KF), static harmonium 1.10e-3 (rEFH 0.22 x static), centre
+    of mass 1.10e-3; velocity R^2 from the rEFH's hidden means 0.97 (static: 0.00). On three
+    validation seed sets, used to choose the settings: 1.61, 1.79 and 1.95 x KF, 0.22-0.27 x static,
+    R^2 0.97-0.98. The gain over the first version (2.3 x KF) comes from the annealing (2.07 x KF
+    with the previous initial velocity N(0, 0.3^2)) and the reference's start at rest, which removes
+    the first steps' velocity search (there the rEFH was 4-7 x KF). The issue's target rEFH <= 1.3 x
+    KF is NOT reached: the learned filter leans on the current frame too much (its error's
+    sensitivity to the current observation noise is 0.22, the Kalman filter's 0.13, and it decays
+    faster), and neither 20 epochs (1.75-1.81 x), 480 hidden units, CD-3, persistent CD, the
+    reference's sampled CD statistics, other momentum, recurrent-rate ratios or weight decay, nor
+    decoding the reconstructed population's centre of mass (2.5-3 x) closed it; the bound below
+    keeps a margin over the worst seed."""
+    r = spring_experiment(train_seed=1, test_seed=2, learner_seed=0)
+    kalman, refh, static = r["kalman"], r["refh"], r["static"]
     print(
         f"MSE: Kalman {kalman:.3g}, rEFH {refh:.3g} ({refh / kalman:.2f} x KF), static "
-        f"{static:.3g}, centre of mass {single_frame:.3g}; velocity R^2 rEFH {refh_r2:.3f}, "
-        f"static {static_r2:.3f}"
+        f"{static:.3g} (rEFH {refh / static:.2f} x static), centre of mass "
+        f"{r['single_frame']:.3g}; velocity R^2 rEFH {r['refh_r2']:.3f}, static "
+        f"{r['static_r2']:.3f}"
     )
-    assert kalman < 0.2 * single_frame  # the dynamics carry most of the information
-    assert refh <= 2.6 * kalman
-    assert refh <= 0.4 * static
-    assert static <= 1.15 * single_frame  # the static model is a one-frame decoder
-    assert refh_r2 > 0.9  # velocity, never observed, from the recurrent hidden means
-    assert static_r2 < 0.1
+    assert kalman < 0.2 * r["single_frame"]  # the dynamics carry most of the information
+    assert refh <= 2.2 * kalman  # the issue asks 1.3: not reached (see above)
+    assert refh <= 0.4 * static  # the issue asks 0.8
+    assert static <= 1.15 * r["single_frame"]  # the static model is a one-frame decoder
+    assert r["refh_r2"] > 0.9  # velocity, never observed, from the recurrent hidden means
+    assert r["static_r2"] < 0.1
 
 
 # -- contracts ------------------------------------------------------------------------------------
