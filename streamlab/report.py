@@ -265,6 +265,8 @@ def _input_section(t: np.ndarray, seq: np.ndarray, data: np.ndarray, names: Any)
         ylabel="channel",
         title=f"Input: mean per channel in bins of {bin_s * 1e3:.0f} ms",
     )
+    if isinstance(names, list) and len(names) == binned.shape[1] <= 20:
+        ax.set_yticks(range(len(names)), names, fontsize=8)
     fig.colorbar(image, ax=ax, label="mean per sample")
     return Section("Input", "", [("input.png", _png(fig))])
 
@@ -331,11 +333,11 @@ def _states_png(name: str, t: np.ndarray, posterior: np.ndarray) -> bytes:
 
 
 def _curve_png(name: str, key: str, t: np.ndarray, values: np.ndarray) -> bytes:
-    """A learning curve: a per-sample value and its running mean over ~1% of the run."""
+    """A learning curve: a per-sample value and its running mean over ~2% of the run."""
     values = values.reshape(len(values), -1)
     fig = Figure(figsize=(12, 3.0), dpi=DPI, layout="constrained")
     ax = fig.subplots()
-    window = max(len(t) // 100, 1)
+    window = max(len(t) // 50, 1)
     stride = max(len(t) // MAX_POINTS, 1)
     for i in range(min(values.shape[1], MAX_LINES)):
         label = key if values.shape[1] == 1 else f"{key} {i}"

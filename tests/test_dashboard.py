@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from streamlab.dashboard.feed import LiveFeed, Rows, StoreFeed, parse_health
+from streamlab.dashboard.feed import LiveFeed, Rows, StoreFeed, learner_role, parse_health
 from streamlab.dashboard.page import DashboardPage
 from streamlab.learners import SimilarityMatching
 from streamlab.sinks import HEALTH_FIELDS, HEALTH_LATENCY_EDGES_US, StreamInfo, ZmqOutputSink
@@ -42,6 +42,20 @@ def test_rows_keep_only_the_newest_window() -> None:
     assert rows.dropped == 2000 and len(rows) == 0 and rows.drain() is None
     rows.append(np.arange(5000.0), np.zeros((5000, 2)))  # one block larger than the window
     assert len(rows.drain()[0]) == 1000
+
+
+@pytest.mark.parametrize(
+    ("cls", "k", "y", "role"),
+    [
+        ("SwitchingGLM", 3, [], "posterior"),
+        ("BioOFC", 1, ["cost"], "control"),
+        ("AdaptiveKalmanDecoder", 2, ["vx", "vy"], "decoder"),
+        ("ForceReadout", 2, ["x"], "latent"),  # sizes disagree: nothing to set beside it
+        ("SimilarityMatching", 4, [], "latent"),
+    ],
+)
+def test_learners_are_drawn_by_what_their_outputs_are(cls, k, y, role) -> None:
+    assert learner_role(cls, k, y) == role
 
 
 def test_health_rows_parse_by_their_hello_and_refuse_a_wrong_length() -> None:
