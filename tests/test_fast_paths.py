@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from streamlab.errors import ConfigError
+from streamlab.learners.control import KalmanFilter
 from streamlab.learners.cuda_graphs import GraphedUpdate
 from streamlab.learners.similarity import SimilarityMatching
 
@@ -90,3 +91,39 @@ def test_cuda_graph_replays_match_eager_torch() -> None:
     assert graphed._graph is not None
     assert graphed._graph.replays + graphed._graph_refresh.replays == len(x)
     assert not graphed._graph.eager_variants
+
+
+def test_kalman_numpy_and_torch_backends_agree() -> None:
+    """The Kalman filter's NumPy step is its torch step: 500 samples of 3 streams, float64."""
+    rng = np.random.default_rng(2)
+    A = [[0.95, 0.1], [-0.1, 0.95]]
+    C = rng.normal(size=(6, 2)).tolist()
+    x = torch.from_numpy(rng.normal(size=(500, 3, 6)))
+    filters = {
+        backend: KalmanFilter(
+            A=A,
+            C=C,
+            Q=0.1,
+            R=0.5,
+            d=tuple(range(6)),
+            backend=backend,
+            device="cpu",
+            dtype="float64",
+        )
+        for backend in ("numpy", "torch")
+    }
+    for t in range(len(x)):
+        outs = {name: f.step(x[t]) for name, f in filters.items()}
+        torch.testing.assert_close(outs["numpy"], outs["torch"], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(filters["numpy"].covariance, filters["torch"].covariance)
+
+
+def test_numpy_steps_give_nan_not_an_exception_on_a_singular_system() -> None:
+    """A NaN sample makes the NumPy steps' solves singular: NaN out, for the pipeline's
+    roll-back, as torch's error-free solves give."""
+    kf = KalmanFilter(A=[[1.0]], C=[[1.0], [1.0]], device="cpu")
+    kf.step(torch.ones(2))
+    assert not torch.isfinite(kf.step(torch.tensor([float("nan"), 1.0]))).all()
+    sm = SimilarityMatching(n_components=2, refresh_every=1, device="cpu")
+    sm.step(torch.ones(4))
+    assert not torch.isfinite(sm.step(torch.tensor([float("nan"), 1.0, 2.0, 3.0]))).all()

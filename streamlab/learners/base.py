@@ -20,6 +20,7 @@ from streamlab.errors import ConfigError, InputShapeError
 
 StateValue = torch.Tensor | int | float | bool | str | list[Any]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+BACKENDS = ("auto", "torch", "numpy")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -169,6 +170,20 @@ class Learner(base.Transformer, abc.ABC):
         self._batched_input = False
         self._steps = 0
         self._feature_names: list[Any] | None = None
+
+    def _init_backend(self, backend: str) -> None:
+        """For learners with a NumPy step beside the torch one: check and store `backend`
+        (`"auto"`: NumPy on the CPU, where torch's per-op overhead dominates small steps)."""
+        self.backend = backend
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "numpy" and self._device.type != "cpu":
+            raise ConfigError("backend='numpy' runs on the CPU only; use 'auto' or 'torch' on CUDA")
+
+    @property
+    def _numpy_step(self) -> bool:
+        """Whether steps run in NumPy (on views of the CPU state tensors)."""
+        return self._device.type == "cpu" and self.backend != "torch"
 
     def _zeros(self, *shape: int) -> torch.Tensor:
         return torch.zeros(shape, dtype=self._torch_dtype, device=self._device)

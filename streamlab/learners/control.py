@@ -22,7 +22,7 @@ import torch
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners.base import Learner, StateValue, TargetLearner, require_positive_int
-from streamlab.learners.local_rules import bmv, outer
+from streamlab.learners.local_rules import bmv, outer, solve_or_nan
 
 Matrix = tuple[tuple[float, ...], ...] | list[list[float]]
 
@@ -76,6 +76,8 @@ class KalmanFilter(Learner):
     x0, P0
         Prior mean (k numbers) and covariance (k x k, or a number) of the state before the first
         sample; zeros and the identity when None.
+    backend
+        `"auto"` (NumPy on the CPU, torch on CUDA), `"torch"` or `"numpy"`: the same update.
     device, dtype, seed
         Torch device (`"auto"`: CUDA when present), `"float32"` or `"float64"`, and the seed
         (unused: the filter is deterministic).
@@ -93,6 +95,7 @@ class KalmanFilter(Learner):
         x0: tuple[float, ...] | None = None,
         P0: Matrix | float | None = None,
         d: tuple[float, ...] | None = None,
+        backend: str = "auto",
         device: str = "auto",
         dtype: str = "float32",
         seed: int | None = None,
@@ -105,6 +108,7 @@ class KalmanFilter(Learner):
         self.x0 = x0
         self.P0 = P0
         self._init_common(device, dtype, seed)
+        self._init_backend(backend)
         if A is None or C is None:
             raise ConfigError(
                 "KalmanFilter needs the model: A (k x k) and C (n x k) as nested lists, with Q "
@@ -199,10 +203,26 @@ class KalmanFilter(Learner):
 
     def _update(self, x: torch.Tensor) -> torch.Tensor:
         self._steps += 1
+        if self._numpy_step:
+            return self._update_numpy(x)
         mean, cov = self._posterior(x)
         self._mean.copy_(mean)
         self._cov.copy_(cov)
         return mean
+
+    def _update_numpy(self, x: torch.Tensor) -> torch.Tensor:
+        """`_posterior` and the state update in NumPy on views of the same CPU tensors."""
+        A, P, m = self._A.numpy(), self._cov.numpy(), self._mean.numpy()
+        J = self._J.numpy()
+        prior_mean = np.matmul(A, m[:, :, None])  # (B, k, 1)
+        prior_cov = np.matmul(np.matmul(A, P), A.transpose(0, 2, 1)) + self._Q.numpy()
+        h = ((x.numpy() - self._d.numpy()) @ self._H.numpy().T)[:, :, None]
+        eye = np.eye(J.shape[-1], dtype=J.dtype)
+        cov = solve_or_nan(eye + np.matmul(prior_cov, J), prior_cov)
+        P[...] = 0.5 * (cov + cov.transpose(0, 2, 1))
+        mean = prior_mean + np.matmul(P, h - np.matmul(J, prior_mean))
+        m[...] = mean[:, :, 0]
+        return torch.from_numpy(m.copy())
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         return self._posterior(x)[0]

@@ -4,6 +4,7 @@ streams, in place, with torch ops only (no host syncs), so one code path serves 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -116,3 +117,13 @@ def rectified_fixed_point(
         if early_exit and bool(done.all()):
             break
     return y
+
+
+def solve_or_nan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """NumPy steps' `np.linalg.solve(a, b)` that, like torch's `solve_ex`, returns NaN instead
+    of raising on a singular system: the pipeline then rolls the learner back as it does for
+    any other non-finite output."""
+    try:
+        return np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        return np.full(np.broadcast_shapes(a.shape[:-1], b.shape[:-1]) + b.shape[-1:], np.nan)

@@ -28,9 +28,9 @@ from streamlab.learners.local_rules import (
     hebbian_,
     lateral_rank_one_,
     rectified_fixed_point,
+    solve_or_nan,
 )
 
-_BACKENDS = ("auto", "torch", "numpy")
 INIT_SCALE = 0.01  # the reference initialises W and M at 1/100 of an orthonormal basis / identity
 
 
@@ -87,13 +87,9 @@ class SimilarityMatching(Learner):
         self.center = center
         self.normalize = normalize
         self.refresh_every = refresh_every
-        self.backend = backend
         self._init_common(device, dtype, seed)
+        self._init_backend(backend)
         require_positive_int(n_components, "n_components")
-        if backend not in _BACKENDS:
-            raise ConfigError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-        if backend == "numpy" and self._device.type != "cpu":
-            raise ConfigError("backend='numpy' runs on the CPU only; use 'auto' or 'torch' on CUDA")
         self._graph: GraphedUpdate | None = None
         if gamma <= 0 or t0 <= 0 or tau <= 0 or eta_min < 0:
             raise ConfigError("gamma, t0 and tau must be positive and eta_min non-negative")
@@ -141,7 +137,7 @@ class SimilarityMatching(Learner):
     def _update(self, x: torch.Tensor) -> torch.Tensor:
         self._steps += 1
         scalars, refresh = self._step_scalars()
-        if self._device.type == "cpu" and self.backend != "torch":
+        if self._numpy_step:
             return self._update_numpy(x, scalars, refresh)
         if self._device.type == "cuda" and self.backend == "auto":
             if self._graph is None:
@@ -220,7 +216,9 @@ class SimilarityMatching(Learner):
         c = lateral_rate / (1.0 + lateral_rate * (z * y).sum(axis=(1, 2), keepdims=True))
         Minv -= (z * c) * z.transpose(0, 2, 1)
         if refresh:
-            Minv[...] = np.linalg.inv(M)
+            Minv[...] = solve_or_nan(
+                M, np.broadcast_to(np.eye(M.shape[-1], dtype=M.dtype), M.shape)
+            )
         return torch.from_numpy(y[:, :, 0])
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
