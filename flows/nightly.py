@@ -24,11 +24,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
-from streamlab.adapters import detect_format
-from streamlab.flows.replay import replay_one
+from streamlab.adapters import detect_format, open_session
+from streamlab.flows.replay import replay_group_lockstep, replay_one
 
 from streamlab.errors import ConfigError, SessionError
 from streamlab.learners import parse_spec
+from streamlab.lockstep import group_for_lockstep, lockstep_key
 from streamlab.paths import confined_store
 
 STATE_FILE = "nightly-state.json"
@@ -84,10 +85,17 @@ def write_state(store_dir: Path, state: dict[str, Any]) -> None:
 
 @flow(name="streamlab-nightly-sessions")
 def replay_sessions_fan_out(
-    jobs: list[dict[str, str]], learners: list[str], options: dict[str, Any] | None = None
+    jobs: list[dict[str, str]],
+    learners: list[str],
+    options: dict[str, Any] | None = None,
+    lockstep: bool = False,
+    device: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Submit one task per session to this flow's task runner; a session that still fails
-    after its retries is reported, not fatal to the others."""
+    """Submit one task per session to this flow's task runner (or, with `lockstep`, one per
+    group of same-shaped sessions, stepped as one batch); a session that still fails after its
+    retries is reported, not fatal to the others."""
+    if lockstep:
+        return _fan_out_lockstep(jobs, learners, options, device)
     retrying = replay_one.with_options(retries=2, retry_delay_seconds=[2, 10])
     futures = [  # overwrite: a retry, or a session rewritten since, starts its store afresh
         retrying.submit(
@@ -102,6 +110,44 @@ def replay_sessions_fan_out(
         except Exception as exc:  # the task's own error, after its retries
             results.append({**job, "error": f"{type(exc).__name__}: {exc}"})
     return results
+
+
+def _fan_out_lockstep(
+    jobs: list[dict[str, str]], learners: list[str], options: dict[str, Any] | None, device: str
+) -> list[dict[str, Any]]:
+    """Group the sessions by shape and submit each group as one lockstep task; a session that
+    cannot be read is reported alone, a group that fails reports each of its sessions."""
+    results: dict[int, dict[str, Any]] = {}
+    keys: dict[int, tuple[int, float | None]] = {}
+    for i, job in enumerate(jobs):
+        try:
+            keys[i] = lockstep_key(open_session(job["session"], **(options or {})))
+        except Exception as exc:  # unreadable: reported, the others go on
+            results[i] = {**job, "error": f"{type(exc).__name__}: {exc}"}
+    readable = sorted(keys)
+    groups = [
+        [readable[j] for j in group] for group in group_for_lockstep([keys[i] for i in readable])
+    ]
+    retrying = replay_group_lockstep.with_options(retries=2, retry_delay_seconds=[2, 10])
+    futures = [
+        retrying.submit(
+            [jobs[i]["session"] for i in group],
+            [jobs[i]["store"] for i in group],
+            learners,
+            len(group),
+            overwrite=True,
+            device=device,
+            reader_options=options,
+        )
+        for group in groups
+    ]
+    for group, future in zip(groups, futures, strict=True):
+        try:
+            results.update(zip(group, future.result(), strict=True))
+        except Exception as exc:  # the group's own error, after its retries
+            for i in group:
+                results[i] = {**jobs[i], "error": f"{type(exc).__name__}: {exc}"}
+    return [results[i] for i in range(len(jobs))]
 
 
 def task_runner(dask_address: str | None, max_workers: int) -> Any:
@@ -125,11 +171,14 @@ def nightly_flow(
     session_options: dict[str, Any] | None = None,
     dask_address: str | None = None,
     max_workers: int = 2,
+    lockstep: bool = False,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Replay every session in `archive` not yet processed into `<store_dir>/<name>.zarr` and
     write `nightly-<time>.json`/`.html` and `index.html` in `store_dir`; returns the summary.
     `session_options` are given to every session's reader (e.g. `{"bin_s": 0.05}` for spike
-    times, `{"rate": 30}` for Suite2p folders without ops.npy)."""
+    times, `{"rate": 30}` for Suite2p folders without ops.npy). With `lockstep`, sessions of
+    the same shape run as one batch of learners on `device` (many sessions on one GPU)."""
     learners = list(learners or DEFAULT_LEARNERS)
     for spec in learners:
         parse_spec(spec)  # a ConfigError now, not in every task
@@ -157,7 +206,11 @@ def nightly_flow(
     runner = task_runner(dask_address, max_workers)
     results = (
         replay_sessions_fan_out.with_options(task_runner=runner)(
-            [{k: job[k] for k in ("session", "store")} for job in jobs], learners, session_options
+            [{k: job[k] for k in ("session", "store")} for job in jobs],
+            learners,
+            session_options,
+            lockstep,
+            device,
         )
         if jobs
         else []
@@ -179,7 +232,8 @@ def nightly_flow(
         "started": started.isoformat(),
         "archive": str(archive),
         "learners": learners,
-        "runner": f"dask {dask_address}" if dask_address else f"threads x{max_workers}",
+        "runner": (f"dask {dask_address}" if dask_address else f"threads x{max_workers}")
+        + (f", lockstep on {device}" if lockstep else ""),
         "wall_s": wall_s,
         "processed": [r for r in results if "error" not in r],
         "failed": failed,

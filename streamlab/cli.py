@@ -235,6 +235,15 @@ def _parser() -> argparse.ArgumentParser:
     nightly.add_argument(
         "--workers", type=int, default=2, help="threads, or LocalCluster workers (default 2)"
     )
+    nightly.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="step sessions of the same shape as one batch of learners (many sessions on one "
+        "GPU at the cost of a few); one store per session all the same",
+    )
+    nightly.add_argument(
+        "--device", default="auto", help="torch device with --lockstep (auto, cpu, cuda)"
+    )
     nightly.set_defaults(handler=_cmd_nightly)
 
     dashboard = sub.add_parser(
@@ -644,6 +653,8 @@ def _cmd_nightly(args: argparse.Namespace) -> int:
             learners=args.learners,
             dask_address=address,
             max_workers=args.workers,
+            lockstep=args.lockstep,
+            device=args.device,
         )
     print(
         f"nightly: {len(summary['processed'])} processed, {len(summary['failed'])} failed, "

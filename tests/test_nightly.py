@@ -92,6 +92,28 @@ def test_nightly_fans_out_over_a_dask_local_cluster(prefect_api, tmp_path) -> No
     print(f"nightly over 3 sessions on a 2-worker LocalCluster: {summary['wall_s']:.1f} s")
 
 
+def test_nightly_in_lockstep_groups_sessions_by_shape(prefect_api, tmp_path) -> None:
+    """`lockstep=True`: the three 16-channel sessions run as one batch, a 12-channel one as
+    another, a corrupt file fails alone; each session still gets its own complete store."""
+    from streamlab.flows.nightly import nightly_flow
+
+    archive, stores = tmp_path / "archive", tmp_path / "stores"
+    sessions = make_archive(archive, samples=600)
+    other, _ = LatentPoissonPopulation(n_neurons=12, rate=500.0, seed=9).sample(400)
+    save_session(archive / "mouse9-day0.npz", Session(other, 500.0))
+    (archive / "mouse3-day0.npz").write_bytes(b"not a zip file at all")
+    summary = nightly_flow(
+        str(archive), str(stores), learners=["sm:n_components=3"], lockstep=True, device="cpu"
+    )
+    assert summary["runner"] == "threads x2, lockstep on cpu"
+    by_name = {Path(r["session"]).stem: r for r in summary["processed"]}
+    assert sorted(by_name) == ["mouse1-day0", "mouse1-day1", "mouse1-day2", "mouse9-day0"]
+    assert [by_name[f"mouse1-day{i}"]["lockstep_sessions"] for i in range(3)] == [3, 3, 3]
+    assert by_name["mouse9-day0"]["lockstep_sessions"] == 1
+    assert len(summary["failed"]) == 1 and "cannot read" in summary["failed"][0]["error"]
+    check_stores(stores, {**sessions, "mouse9-day0": other})
+
+
 def test_nightly_parameters_are_checked_before_any_work(tmp_path) -> None:
     from streamlab.flows.nightly import nightly_flow, task_runner
 

@@ -130,6 +130,7 @@ class Learner(base.Transformer, abc.ABC):
         self._steps = 0
         self._generator = torch.Generator(device=self._device)
         self._generator.manual_seed(0 if self.seed is None else int(self.seed))
+        self._numpy_views = None
         self._allocate(n_features, batch)
 
     def _as_batch(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -184,6 +185,20 @@ class Learner(base.Transformer, abc.ABC):
     def _numpy_step(self) -> bool:
         """Whether steps run in NumPy (on views of the CPU state tensors)."""
         return self._device.type == "cpu" and self.backend != "torch"
+
+    def _numpy_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors a NumPy step reads and writes (default: the state tensors)."""
+        return self._state_tensors()
+
+    def _views(self) -> dict[str, np.ndarray]:
+        """NumPy views of `_numpy_tensors()`, sharing their memory, made once per allocation
+        (`tensor.numpy()` costs microseconds, a NumPy step's whole budget is tens). Dropped
+        when pickled or copied, so a copy never writes into the original's tensors."""
+        views = self.__dict__.get("_numpy_views")
+        if views is None:
+            views = {name: t.numpy() for name, t in self._numpy_tensors().items()}
+            self._numpy_views = views
+        return views
 
     def _zeros(self, *shape: int) -> torch.Tensor:
         return torch.zeros(shape, dtype=self._torch_dtype, device=self._device)
@@ -271,6 +286,7 @@ class Learner(base.Transformer, abc.ABC):
     # would pickle differently; its state travels as bytes instead
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state.pop("_numpy_views", None)  # views of this object's tensors: rebuilt on use
         generator = state.pop("_generator", None)
         if generator is not None:
             state["_generator_bytes"] = bytes(generator.get_state().numpy().tobytes())

@@ -212,13 +212,12 @@ class KalmanFilter(Learner):
 
     def _update_numpy(self, x: torch.Tensor) -> torch.Tensor:
         """`_posterior` and the state update in NumPy on views of the same CPU tensors."""
-        A, P, m = self._A.numpy(), self._cov.numpy(), self._mean.numpy()
-        J = self._J.numpy()
+        v = self._views()
+        A, P, m, J = v["A"], v["cov"], v["mean"], v["J"]
         prior_mean = np.matmul(A, m[:, :, None])  # (B, k, 1)
-        prior_cov = np.matmul(np.matmul(A, P), A.transpose(0, 2, 1)) + self._Q.numpy()
-        h = ((x.numpy() - self._d.numpy()) @ self._H.numpy().T)[:, :, None]
-        eye = np.eye(J.shape[-1], dtype=J.dtype)
-        cov = solve_or_nan(eye + np.matmul(prior_cov, J), prior_cov)
+        prior_cov = np.matmul(np.matmul(A, P), v["At"]) + v["Q"]
+        h = ((x.numpy() - v["d"]) @ v["Ht"])[:, :, None]
+        cov = solve_or_nan(v["eye"] + np.matmul(prior_cov, J), prior_cov)
         P[...] = 0.5 * (cov + cov.transpose(0, 2, 1))
         mean = prior_mean + np.matmul(P, h - np.matmul(J, prior_mean))
         m[...] = mean[:, :, 0]
@@ -229,6 +228,18 @@ class KalmanFilter(Learner):
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         return {"mean": self._mean, "cov": self._cov}
+
+    def _numpy_tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            **self._state_tensors(),
+            "A": self._A,
+            "At": self._A.transpose(1, 2),
+            "Q": self._Q,
+            "J": self._J,
+            "Ht": self._H.T,
+            "d": self._d,
+            "eye": torch.eye(self._A.shape[-1], dtype=self._torch_dtype),
+        }
 
     @property
     def covariance(self) -> torch.Tensor:

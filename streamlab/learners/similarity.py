@@ -190,10 +190,11 @@ class SimilarityMatching(Learner):
         sizes of a recording (hundreds of channels, a few components) each op costs about a
         microsecond instead of torch's several."""
         mean_rate, hebbian_rate, lateral_rate = scalars
-        W, M, Minv = self._W.numpy(), self._M.numpy(), self._Minv.numpy()
-        xn, xc = x.numpy(), self._xc.numpy()
+        views = self._views()
+        W, M, Minv, xc = views["W"], views["M"], views["Minv"], views["xc"]
+        xn = x.numpy()
         if self.center:
-            mean = self._mean.numpy()
+            mean = views["mean"]
             np.subtract(xn, mean, out=xc)
             xc *= mean_rate
             mean += xc
@@ -201,7 +202,7 @@ class SimilarityMatching(Learner):
         else:
             xc[...] = xn
         if self.normalize:
-            msn = self._mean_sq_norm.numpy()
+            msn = views["mean_sq_norm"]
             msn *= 1.0 - mean_rate
             msn += mean_rate * np.einsum("bn,bn->b", xc, xc)
             xc *= (1.0 / np.sqrt(msn + 1e-12))[:, None]
@@ -235,6 +236,9 @@ class SimilarityMatching(Learner):
             "mean": self._mean,
             "mean_sq_norm": self._mean_sq_norm,
         }
+
+    def _numpy_tensors(self) -> dict[str, torch.Tensor]:
+        return {**self._state_tensors(), "xc": self._xc}
 
     @property
     def filters(self) -> torch.Tensor:
