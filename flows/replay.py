@@ -78,9 +78,8 @@ def replay_group_lockstep(
             "session": path,
             "store": result.store,
             "wall_s": wall,
-            "samples": result.samples,
-            "gaps": result.gaps,
             "lockstep_sessions": n_sessions,
+            **result.progress.to_dict(),
         }
         for path, result in zip(sessions, results, strict=True)
     ]

@@ -31,6 +31,7 @@ from streamlab.learners.registry import (
     name_specs,
     parse_spec,
 )
+from streamlab.metrics import Progress
 from streamlab.pipeline import split_channels
 from streamlab.sessions import Session
 from streamlab.sinks import StreamInfo, _gap_columns, _jsonable, _to_host
@@ -40,12 +41,11 @@ from streamlab.stream.transport import Gap
 
 @dataclass
 class LockstepResult:
-    """What one session of a lockstep replay wrote."""
+    """What one session of a lockstep replay wrote: its store and the run's metrics, as a
+    replay of it alone reports them (latency: the batch step's time shared by its sessions)."""
 
     store: str
-    samples: int
-    gaps: int
-    seconds: float
+    progress: Progress
 
 
 def stream_info(session: Session) -> StreamInfo:
@@ -190,7 +190,7 @@ def replay_lockstep(
             run.append_events("gaps", _gap_columns(session_gaps))
     start = time.perf_counter()
     try:
-        final_states = _run_blocks(sessions, learners, splits, runs, block_rows)
+        final_states, latency_us = _run_blocks(sessions, learners, splits, runs, block_rows)
     except BaseException as exc:
         for run in runs:
             run.set_status("failed", f"{type(exc).__name__}: {exc}")
@@ -213,7 +213,21 @@ def replay_lockstep(
         run.write_checkpoint(checkpoint, host)
         run.set_status("complete")
         run.consolidate()
-        results.append(LockstepResult(run.path, session.n_samples, len(gaps[b]), seconds))
+        n = session.n_samples
+        p50, p99, peak = np.percentile(latency_us[:n], [50, 99, 100])
+        progress = Progress(
+            samples=n,
+            frames=n,
+            elapsed_s=seconds,
+            samples_per_s=n / max(seconds, 1e-9),
+            p50_us=float(p50),
+            p99_us=float(p99),
+            max_us=float(peak),
+            gaps=len(gaps[b]),
+            missing=sum(g.n_missing for g in gaps[b]),
+            checkpoints=1,
+        )
+        results.append(LockstepResult(run.path, progress))
     return results
 
 
@@ -223,12 +237,14 @@ def _run_blocks(
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
     runs: list[RunStore],
     block_rows: int,
-) -> list[dict[str, dict[str, Any]]]:
+) -> tuple[list[dict[str, dict[str, Any]]], np.ndarray]:
     """Step every sample of every session, block by block, appending each block's rows to
-    each session's store; returns each session's learner states at its last sample."""
+    each session's store; returns each session's learner states at its last sample and the
+    per-session latency (µs) of every step."""
     B, n = len(sessions), int(sessions[0].data.shape[1])
     lengths = np.array([s.n_samples for s in sessions])
     final_states: list[dict[str, dict[str, Any]]] = [{} for _ in range(B)]
+    all_latency = np.zeros(int(lengths.max()), dtype=np.float32)
     tables_ready = False
     for lo in range(0, int(lengths.max()), block_rows):
         hi = min(lo + block_rows, int(lengths.max()))
@@ -239,7 +255,7 @@ def _run_blocks(
         x_block = torch.from_numpy(block)
         outputs: dict[str, list[torch.Tensor]] = {name: [] for name in learners}
         extras: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in learners}
-        latency = np.zeros(hi - lo, dtype=np.float32)
+        latency = all_latency[lo:hi]
         for i in range(hi - lo):
             begin = time.perf_counter_ns()
             x = x_block[i]
@@ -286,7 +302,7 @@ def _run_blocks(
                     latency[:m],
                     {key: v[b, :m] for key, v in stacked_extras[name].items()},
                 )
-    return final_states
+    return final_states, all_latency
 
 
 def _seq_t(session: Session, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

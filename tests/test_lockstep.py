@@ -48,8 +48,8 @@ def test_lockstep_matches_each_session_replayed_alone(tmp_path) -> None:
     sessions = [_session(700, 12, 0), _session(450, 12, 1, lose=(100, 130)), _session(900, 12, 2)]
     stores = [tmp_path / f"s{i}.zarr" for i in range(len(sessions))]
     results = replay_lockstep(sessions, SPECS, stores, device="cpu", seed=3, block_rows=256)
-    assert [r.samples for r in results] == [700, 420, 900]
-    assert [r.gaps for r in results] == [0, 1, 0]
+    assert [r.progress.samples for r in results] == [700, 420, 900]
+    assert [(r.progress.gaps, r.progress.missing) for r in results] == [(0, 0), (1, 30), (0, 0)]
     for session, path in zip(sessions, stores, strict=True):
         expected, states = _alone(session)
         store = RunStore.open(path)
