@@ -99,41 +99,35 @@ def _kalman(s: dict[str, Any]) -> list[tuple[str, str]]:
 def _reservoir(s: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [
         (
-            f"{r['model']} N={r['n_neurons']} vs reservoirpy, p50 ratio",
-            f"x{r['ratio_p50']:.1f}" if r.get("ratio_p50") else "-",
+            f"reservoir {r['learner']} N={r['n']} vs reservoirpy's RLS readout, p50 ratio",
+            f"x{r['speedup_vs_reservoirpy_p50']:.2f} ({r['samples_per_s']:,.0f} samples/s)",
         )
         for r in s
-        if "model" in r
+        if "speedup_vs_reservoirpy_p50" in r
     ]
 
 
 def _glm(s: dict[str, Any]) -> list[tuple[str, str]]:
-    rows = s.get("rows", s) if isinstance(s, dict) else s
-    out = []
-    for r in rows if isinstance(rows, list) else []:
-        if r.get("online_bins_per_s"):
-            out.append(
-                (
-                    f"sglm N={r['n']} online step (bins/s)",
-                    f"{r['online_bins_per_s']:,.0f}"
-                    + (
-                        f"; batch EM x{r['em_vs_online']:.1f} the time per bin"
-                        if r.get("em_vs_online")
-                        else ""
-                    ),
-                )
+    rows = []
+    for r in s["glm_step"]:
+        em = r.get("ratio_batch_em_10_iter_per_bin_over_step")
+        rows.append(
+            (
+                f"sglm N={r['N']} K=3 ({r['device']}), online step bins/s",
+                f"{r['step']['bins_per_s']:,.0f}"
+                + (f"; 10 batch-EM iterations x{em:.2f} its cost per bin" if em else ""),
             )
-    return out
+        )
+    return rows
 
 
 def _refh(s: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         (
-            f"refh {r.get('mode', '')} B={r.get('streams', 1)} ({r.get('device', 'cpu')})",
+            f"refh B={r['streams']}{' shared weights' if r['shared'] else ''} ({r['device']})",
             f"{r['samples_per_s']:,.0f} samples/s",
         )
         for r in s["refh_step"]
-        if "samples_per_s" in r
     ]
 
 

@@ -109,7 +109,26 @@ def main() -> None:
                         row["hmmlearn_poisson_hmm_forward"]["us_per_bin"] / step_us
                     )
             results.append(row)
-            print(json.dumps(row), flush=True)
+            print(_line(row), flush=True)
+    print(json.dumps({"glm_step": results}))
+
+
+def _line(row: dict) -> str:
+    """One readable line per (N, device): the online step, the filter alone, the peers."""
+    step, track = row["step"], row["filter_only"]
+    text = (
+        f"N={row['N']:>4} K=3 {row['device']:<4} online step {step['bins_per_s']:>7,.0f} bins/s "
+        f"(p50 {step['p50_us']:,.0f} us, p99 {step['p99_us']:,.0f} us); filter only "
+        f"{track['bins_per_s']:>7,.0f} bins/s"
+    )
+    if row.get("ratio_batch_em_10_iter_per_bin_over_step") is not None:
+        text += (
+            f"; 10 batch-EM iterations cost x{row['ratio_batch_em_10_iter_per_bin_over_step']:.2f}"
+        )
+        text += " the online step per bin"
+    if row.get("ratio_hmmlearn_forward_over_step") is not None:
+        text += f"; hmmlearn forward x{row['ratio_hmmlearn_forward_over_step']:.3f}"
+    return text
 
 
 if __name__ == "__main__":
