@@ -77,7 +77,7 @@ def _steps(s: dict[str, Any]) -> list[tuple[str, str]]:
 def _ipca(s: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         (
-            "sm vs IncrementalPCA, time to the same subspace error",
+            "sm / IncrementalPCA: learning time to the same subspace error",
             f"x{s['sm']['seconds'] / s['ipca']['seconds']:.2f} (samples x"
             f"{s['sm']['samples'] / s['ipca']['samples']:.2f}; "
             f"{s['sm_streams']['streams']} lockstep sessions: "
@@ -89,7 +89,7 @@ def _ipca(s: dict[str, Any]) -> list[tuple[str, str]]:
 def _kalman(s: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         (
-            f"kalman k={r['k']} n={r['n']} vs filterpy, steps/s ratio",
+            f"kalman k={r['k']} n={r['n']} streamlab / filterpy steps/s",
             f"x{r['ratio']:.2f} (sessions in lockstep: {r['cpu_batched']:,.0f} samples/s)",
         )
         for r in s["kalman_step"]
@@ -99,7 +99,7 @@ def _kalman(s: dict[str, Any]) -> list[tuple[str, str]]:
 def _reservoir(s: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [
         (
-            f"reservoir {r['learner']} N={r['n']} vs reservoirpy's RLS readout, p50 ratio",
+            f"reservoir {r['learner']} N={r['n']} reservoirpy's RLS p50 / ours",
             f"x{r['speedup_vs_reservoirpy_p50']:.2f} ({r['samples_per_s']:,.0f} samples/s)",
         )
         for r in s

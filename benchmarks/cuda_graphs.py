@@ -20,6 +20,7 @@ import json
 import numpy as np
 import torch
 
+from streamlab.learners.base import Learner
 from streamlab.learners.similarity import SimilarityMatching
 
 SIZES = [(128, 4, 1), (384, 4, 1), (1024, 16, 1), (384, 4, 64), (384, 4, 4096)]
@@ -34,8 +35,9 @@ def kernels_per_step(learner: SimilarityMatching, x: torch.Tensor) -> int:
     return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
 
 
-def time_steps(learner: SimilarityMatching, xs: torch.Tensor, warmup: int) -> np.ndarray:
-    """µs per step, CUDA events around each step, after `warmup` steps."""
+def cuda_step_times(learner: Learner, xs: torch.Tensor, warmup: int) -> np.ndarray:
+    """µs per `learner.step` on each row of `xs` after the first `warmup`, CUDA events around
+    each step (launches included, no sync inside the timed loop)."""
     for t in range(warmup):
         learner.step(xs[t])
     torch.cuda.synchronize()
@@ -74,8 +76,8 @@ def main() -> None:
         for t in range(50):
             torch.testing.assert_close(graphed.step(xs[t]), eager.step(xs[t]), rtol=1e-3, atol=1e-4)
         kernels = kernels_per_step(eager, xs[50])
-        e = time_steps(eager, xs[51:], args.warmup)
-        g = time_steps(graphed, xs[51:], args.warmup)
+        e = cuda_step_times(eager, xs[51:], args.warmup)
+        g = cuda_step_times(graphed, xs[51:], args.warmup)
         row = {
             "n": n,
             "k": k,

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+from cuda_graphs import cuda_step_times
 from filterpy.kalman import KalmanFilter as FilterpyKalman
 
 from streamlab.learners.control import KalmanFilter
@@ -101,19 +102,7 @@ def run_cpu(model: dict[str, np.ndarray], xs: np.ndarray, warmup: int) -> tuple:
 def run_cuda(model: dict[str, np.ndarray], xs: np.ndarray, warmup: int) -> dict[str, float]:
     kf = streamlab_filter(model, "cuda", "float32")
     data = torch.from_numpy(xs.astype(np.float32)).cuda()
-    for t in range(warmup):
-        kf.step(data[t])
-    torch.cuda.synchronize()
-    events = [
-        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-        for _ in range(len(data) - warmup)
-    ]
-    for (begin, end), t in zip(events, range(warmup, len(data)), strict=True):
-        begin.record()
-        kf.step(data[t])
-        end.record()
-    torch.cuda.synchronize()
-    return quantiles(np.array([b.elapsed_time(e) * 1e6 for b, e in events]))
+    return quantiles(cuda_step_times(kf, data, warmup) * 1e3)
 
 
 def run_batched(
