@@ -26,8 +26,8 @@ PROCESS_NOISE = np.array([5e-7, 5e-5])  # the reference's, unscaled
 HALF_RANGE = np.pi / 3
 N_NEURONS = 15
 TRIAL = 1000  # steps per trajectory; each starts afresh: position uniform, velocity ~ 0
-# The reference starts every trajectory at rest: setDynamics.m sets muV0 = 0, SigmaV0 = 5e-10
-# (velocity standard deviation 2.2e-5); the position prior is uniform over the range
+# The paper's experiment starts every trajectory at rest: initial velocity mean 0, variance
+# 5e-10 (standard deviation 2.2e-5); the position prior is uniform over the range
 INITIAL_SPEED = float(np.sqrt(5e-10))
 
 
