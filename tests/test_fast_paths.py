@@ -21,10 +21,14 @@ def _stream(steps: int, batch: int, n: int, seed: int = 0) -> np.ndarray:
     return rng.poisson(2.0, (steps, batch, n)) + latent
 
 
-@pytest.mark.parametrize(("center", "normalize"), [(True, True), (False, False), (True, False)])
-def test_numpy_and_torch_backends_agree(center: bool, normalize: bool) -> None:
-    """2,000 steps of 3 streams, re-inversions of M included: outputs and every state tensor."""
-    x = torch.from_numpy(_stream(2000, 3, 40))
+@pytest.mark.parametrize(
+    ("center", "normalize", "batch"),
+    [(True, True, 3), (False, False, 3), (True, False, 3), (True, True, 1), (False, True, 1)],
+)
+def test_numpy_and_torch_backends_agree(center: bool, normalize: bool, batch: int) -> None:
+    """2,000 steps of B streams (B = 1 has its own NumPy step), re-inversions of M included:
+    outputs and every state tensor."""
+    x = torch.from_numpy(_stream(2000, batch, 40))
     learners = {
         backend: SimilarityMatching(
             n_components=3,

@@ -189,6 +189,8 @@ class SimilarityMatching(Learner):
         """The same step as `_update_tensor` in NumPy on views of the same CPU tensors: at the
         sizes of a recording (hundreds of channels, a few components) each op costs about a
         microsecond instead of torch's several."""
+        if self._batch == 1:
+            return self._update_numpy_one(x, scalars, refresh)
         mean_rate, hebbian_rate, lateral_rate = scalars
         views = self._views()
         W, M, Minv, xc = views["W"], views["M"], views["Minv"], views["xc"]
@@ -221,6 +223,39 @@ class SimilarityMatching(Learner):
                 M, np.broadcast_to(np.eye(M.shape[-1], dtype=M.dtype), M.shape)
             )
         return torch.from_numpy(y[:, :, 0])
+
+    def _update_numpy_one(
+        self, x: torch.Tensor, scalars: list[float], refresh: bool
+    ) -> torch.Tensor:
+        """`_update_numpy` for a single stream, in vector and matrix ops (half the calls: the
+        live closed loop's step). Uses x - mean_new = (1 - 1/t)(x - mean_old)."""
+        mean_rate, hebbian_rate, lateral_rate = scalars
+        views = self._views()
+        W, M, Minv, xc = views["W"][0], views["M"][0], views["Minv"][0], views["xc"][0]
+        xn = x.numpy()[0]
+        if self.center:
+            mean = views["mean"][0]
+            np.subtract(xn, mean, out=xc)
+            mean += mean_rate * xc
+            xc *= 1.0 - mean_rate
+        else:
+            xc[...] = xn
+        if self.normalize:
+            msn = views["mean_sq_norm"]
+            msn[0] = (1.0 - mean_rate) * msn[0] + mean_rate * float(xc @ xc)
+            xc *= 1.0 / np.sqrt(msn[0] + 1e-12)
+        y = Minv @ (W @ xc)
+        W *= 1.0 - hebbian_rate
+        W += np.outer(hebbian_rate * y, xc)
+        M *= 1.0 - lateral_rate
+        M += np.outer(lateral_rate * y, y)
+        Minv /= 1.0 - lateral_rate
+        z = Minv @ y
+        c = lateral_rate / (1.0 + lateral_rate * float(z @ y))
+        Minv -= np.outer(c * z, z)
+        if refresh:
+            Minv[...] = solve_or_nan(M, np.eye(M.shape[-1], dtype=M.dtype))
+        return torch.from_numpy(y[None])
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         if self._steps == 0:
