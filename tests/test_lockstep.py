@@ -13,7 +13,10 @@ from streamlab.lockstep import group_for_lockstep, lockstep_key, replay_lockstep
 from streamlab.sessions import Session
 from streamlab.store.run_store import RunStore
 
-SPECS = ["sm:n_components=3", "nsm:n_components=2"]
+# float64: the batched torch step and the single-stream NumPy step order their sums differently,
+# and learning amplifies float32 rounding over hundreds of samples (by how much depends on the
+# CPU's kernels); in float64 both paths agree to far under the tolerance on any machine
+SPECS = ["sm:n_components=3,dtype=float64", "nsm:n_components=2,dtype=float64"]
 
 
 def _session(n_samples: int, n_channels: int, seed: int, lose: tuple[int, int] | None = None):
@@ -57,14 +60,14 @@ def test_lockstep_matches_each_session_replayed_alone(tmp_path) -> None:
         for name in ("sm", "nsm"):
             table = store.learner(name)
             assert table.rows == session.n_samples
-            np.testing.assert_allclose(table.read("output"), expected[name], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(table.read("output"), expected[name], rtol=1e-5, atol=1e-6)
             np.testing.assert_array_equal(table.read("seq"), session.seq)
             np.testing.assert_allclose(table.read("t"), session.t)
             saved = store.load_state(name, int(session.seq[-1]))
             assert int(saved["_steps"]) == session.n_samples
             for key, value in states[name].items():
                 if isinstance(value, torch.Tensor) and key != "_generator":
-                    np.testing.assert_allclose(saved[key], value.numpy(), rtol=1e-4, atol=1e-5)
+                    np.testing.assert_allclose(saved[key], value.numpy(), rtol=1e-7, atol=1e-9)
         gaps = store.gaps
         if session.stream == "rig/1":
             assert gaps.rows == 1
