@@ -137,7 +137,7 @@ def _graphs(s: dict[str, Any]) -> list[tuple[str, str]]:
         return [("CUDA graph vs eager", body.get("skipped", "-"))]
     return [
         (
-            f"CUDA graph vs eager, sm n={r['n']} k={r['k']} B={r['B']}",
+            f"CUDA graph vs eager, {r['learner']} n={r['n']} k={r['k']} B={r['B']}",
             f"{r['graph_p50_us']:.1f} vs {r['eager_p50_us']:.1f} µs "
             f"(x{r['speedup_p50']:.1f}, {r['kernels_per_eager_step']} kernels eager)",
         )

@@ -11,7 +11,9 @@ of the arithmetic's share where the big batch falls out of cache.
 A batch size is skipped (`-`) once a step would take longer than `--max-step-s` or the state
 would not fit the memory budget. Each (learner, B) is timed for about `--seconds` after a
 warm-up; samples/s counts every session's sample (B x steps/s). Single-threaded on the CPU; on
-CUDA as well when a GPU is visible (timed with a sync at the end of the timed loop).
+CUDA as well when a GPU is visible (synchronised after every step, so a step's time is its
+latency). Learners run with their default backend (NumPy steps on the CPU where they have one,
+CUDA graphs on CUDA where they have them); "sm (eager)" is the same learner in plain torch ops.
 
 Run (from the repository root):
 
@@ -61,8 +63,8 @@ def _kalman(device: str) -> Learner:
 
 
 CASES = [
-    Case("sm (numpy)", lambda d: LEARNERS["sm"](n_components=4, device=d), 128),
-    Case("sm (torch)", lambda d: LEARNERS["sm"](n_components=4, backend="torch", device=d), 128),
+    Case("sm", lambda d: LEARNERS["sm"](n_components=4, device=d), 128),
+    Case("sm (eager)", lambda d: LEARNERS["sm"](n_components=4, backend="torch", device=d), 128),
     Case("nsm", lambda d: LEARNERS["nsm"](n_components=4, device=d), 128, warmup=300),
     Case("biocca", lambda d: LEARNERS["biocca"](n_components=2, device=d), 64, 16, counts=False),
     Case("kalman", _kalman, 128, counts=False),
@@ -211,6 +213,7 @@ def main() -> None:
     parser.add_argument("--max-step-s", type=float, default=0.25)
     parser.add_argument("--max-state-gb", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--devices", default="cpu,cuda", help="cuda is skipped without a GPU")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
@@ -220,7 +223,11 @@ def main() -> None:
         "single session's step"
     )
     print(header(batches))
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = [
+        d
+        for d in args.devices.split(",")
+        if d == "cpu" or (d == "cuda" and torch.cuda.is_available())
+    ]
     rows = []
     for device in devices:
         rows += run(batches, device, args.seconds, args.max_step_s, args.max_state_gb)

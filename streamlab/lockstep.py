@@ -245,6 +245,7 @@ def _run_blocks(
     lengths = np.array([s.n_samples for s in sessions])
     final_states: list[dict[str, dict[str, Any]]] = [{} for _ in range(B)]
     all_latency = np.zeros(int(lengths.max()), dtype=np.float32)
+    device = next(iter(learners.values()))._device  # one copy of each block to it, not per step
     tables_ready = False
     for lo in range(0, int(lengths.max()), block_rows):
         hi = min(lo + block_rows, int(lengths.max()))
@@ -252,7 +253,7 @@ def _run_blocks(
         for b, session in enumerate(sessions):
             take = max(0, min(hi, session.n_samples) - lo)
             block[:take, b] = session.data[lo : lo + take]
-        x_block = torch.from_numpy(block)
+        x_block = torch.from_numpy(block).to(device)
         outputs: dict[str, list[torch.Tensor]] = {name: [] for name in learners}
         extras: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in learners}
         latency = all_latency[lo:hi]

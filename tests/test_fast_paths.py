@@ -1,17 +1,23 @@
-"""The similarity-matching step's three code paths (NumPy on the CPU, eager torch, one CUDA graph
-per step on CUDA) compute the same maths: pinned here against each other in float64, with the
-graph's replay checked against eager torch on a GPU when one is visible."""
+"""The learners' step paths (NumPy on the CPU, eager torch, CUDA graphs replayed on CUDA) compute
+the same maths: the NumPy steps pinned against torch in float64, and on a GPU, when one is
+visible, every graphed learner's replays against its eager torch steps."""
 
 from __future__ import annotations
+
+import pickle
 
 import numpy as np
 import pytest
 import torch
 
 from streamlab.errors import ConfigError
-from streamlab.learners.control import KalmanFilter
+from streamlab.learners.control import AdaptiveKalmanDecoder, KalmanFilter
 from streamlab.learners.cuda_graphs import GraphedUpdate
-from streamlab.learners.similarity import SimilarityMatching
+from streamlab.learners.similarity import (
+    BioCCA,
+    NonnegativeSimilarityMatching,
+    SimilarityMatching,
+)
 
 
 def _stream(steps: int, batch: int, n: int, seed: int = 0) -> np.ndarray:
@@ -95,9 +101,92 @@ def test_cuda_graph_replays_match_eager_torch() -> None:
     eager = SimilarityMatching(n_components=4, backend="torch", device="cuda", seed=0)
     for t in range(len(x)):
         torch.testing.assert_close(graphed.step(x[t]), eager.step(x[t]), rtol=1e-4, atol=1e-5)
-    assert graphed._graph is not None
-    assert graphed._graph.replays + graphed._graph_refresh.replays == len(x)
-    assert not graphed._graph.eager_variants
+    graphs = graphed._cuda_graphs
+    assert set(graphs) == {"step", "refresh"}
+    assert sum(g.replays for g in graphs.values()) == len(x)
+    assert not any(g.eager_variants for g in graphs.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_graphs_are_recaptured_after_a_state_is_loaded() -> None:
+    """A graph holds the state tensors' addresses: a learner restored from a checkpoint (new
+    tensors) or unpickled must step from the restored state, as eager torch does."""
+    x = torch.from_numpy(_stream(300, 2, 32, seed=3)).float().cuda()
+    first = SimilarityMatching(n_components=3, device="cuda", seed=1)
+    for t in range(100):
+        first.step(x[t])
+    checkpoint = first.state_dict()
+    for t in range(100, 150):  # the graphs move on past the checkpoint
+        first.step(x[t])
+    resumed = SimilarityMatching(n_components=3, device="cuda", seed=1)
+    resumed.step(x[0])  # graphs captured against this learner's first tensors
+    resumed.load_state_dict(checkpoint)
+    eager = SimilarityMatching(n_components=3, backend="torch", device="cuda", seed=1)
+    eager.load_state_dict(checkpoint)
+    for t in range(100, 300):
+        torch.testing.assert_close(resumed.step(x[t]), eager.step(x[t]), rtol=1e-4, atol=1e-5)
+    copy = pickle.loads(pickle.dumps(resumed))
+    for t in range(200, 220):
+        torch.testing.assert_close(copy.step(x[t]), resumed.step(x[t]), rtol=1e-4, atol=1e-5)
+    assert copy._cuda_graphs is not resumed._cuda_graphs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_kalman_filter_graph_replays_match_eager_torch() -> None:
+    rng = np.random.default_rng(5)
+    C = rng.normal(size=(16, 4)).tolist()
+    A = (0.9 * np.eye(4)).tolist()
+    x = torch.from_numpy(rng.normal(size=(400, 8, 16))).float().cuda()
+    graphed, eager = (
+        KalmanFilter(A=A, C=C, Q=0.1, R=0.5, backend=backend, device="cuda")
+        for backend in ("auto", "torch")
+    )
+    for t in range(len(x)):
+        torch.testing.assert_close(graphed.step(x[t]), eager.step(x[t]), rtol=1e-4, atol=1e-5)
+    (graph,) = graphed._cuda_graphs.values()
+    assert graph.replays == len(x) and not graph.eager_variants
+
+
+def _graphable(name: str, backend: str):
+    """The learners whose steps replay as CUDA graphs, built on CUDA with `backend`."""
+    common = {"backend": backend, "device": "cuda", "seed": 2}
+    if name == "sm":
+        return SimilarityMatching(n_components=3, **common)
+    if name == "nsm":
+        return NonnegativeSimilarityMatching(n_components=4, **common)
+    if name == "biocca":
+        return BioCCA(n_components=2, eta=0.01, tau=0.5, **common)
+    if name == "akd":
+        return AdaptiveKalmanDecoder(n_components=2, forgetting=0.99, **common)
+    rng = np.random.default_rng(0)
+    return KalmanFilter(A=0.9 * np.eye(3), C=rng.normal(size=(24, 3)), Q=0.1, R=0.5, **common)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("name", ["sm", "nsm", "biocca", "kalman", "akd"])
+def test_graphed_steps_match_eager_torch(name: str) -> None:
+    """Every graphable learner: 300 steps of 4 streams replayed from graphs give eager torch's
+    outputs and state; with a target, some steps have none and some rows are NaN (unlabelled)."""
+    rng = np.random.default_rng(7)
+    x = torch.from_numpy(_stream(300, 4, 24, seed=7)).float().cuda()
+    y = torch.from_numpy(rng.normal(size=(300, 4, 2))).float().cuda()
+    y[::7, 1] = float("nan")
+    graphed, eager = _graphable(name, "auto"), _graphable(name, "torch")
+    for t in range(len(x)):
+        target = None if name in ("sm", "nsm", "kalman") or t % 5 == 4 else y[t]
+        if name == "biocca" and target is not None:
+            target = torch.nan_to_num(target)
+        torch.testing.assert_close(
+            graphed.step(x[t], target) if target is not None else graphed.step(x[t]),
+            eager.step(x[t], target) if target is not None else eager.step(x[t]),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+    for key, value in eager.state_dict().items():
+        if isinstance(value, torch.Tensor) and key != "_generator":
+            torch.testing.assert_close(graphed.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+    graphs = graphed._cuda_graphs
+    assert graphs and all(g.replays > 0 and not g.eager_variants for g in graphs.values())
 
 
 def test_kalman_numpy_and_torch_backends_agree() -> None:

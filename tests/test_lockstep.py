@@ -47,10 +47,16 @@ def _alone(session: Session) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     )
 
 
-def test_lockstep_matches_each_session_replayed_alone(tmp_path) -> None:
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_lockstep_matches_each_session_replayed_alone(tmp_path, device: str) -> None:
+    """On the CPU, and on CUDA where there is one (the batch on the GPU, each session alone on
+    the CPU as reference)."""
     sessions = [_session(700, 12, 0), _session(450, 12, 1, lose=(100, 130)), _session(900, 12, 2)]
     stores = [tmp_path / f"s{i}.zarr" for i in range(len(sessions))]
-    results = replay_lockstep(sessions, SPECS, stores, device="cpu", seed=3, block_rows=256)
+    results = replay_lockstep(sessions, SPECS, stores, device=device, seed=3, block_rows=256)
     assert [r.progress.samples for r in results] == [700, 420, 900]
     assert [(r.progress.gaps, r.progress.missing) for r in results] == [(0, 0), (1, 30), (0, 0)]
     for session, path in zip(sessions, stores, strict=True):

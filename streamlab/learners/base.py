@@ -10,6 +10,7 @@ and `state_dict` round trips.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from river import base
 
 from streamlab.errors import ConfigError, InputShapeError
+from streamlab.learners.cuda_graphs import GraphableUpdate, GraphedUpdate
 
 StateValue = torch.Tensor | int | float | bool | str | list[Any]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -131,6 +133,7 @@ class Learner(base.Transformer, abc.ABC):
         self._generator = torch.Generator(device=self._device)
         self._generator.manual_seed(0 if self.seed is None else int(self.seed))
         self._numpy_views = None
+        self._cuda_graphs = None  # captured against the old tensors' addresses: recapture
         self._allocate(n_features, batch)
 
     def _as_batch(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -172,12 +175,15 @@ class Learner(base.Transformer, abc.ABC):
         self._steps = 0
         self._feature_names: list[Any] | None = None
 
-    def _init_backend(self, backend: str) -> None:
-        """For learners with a NumPy step beside the torch one: check and store `backend`
-        (`"auto"`: NumPy on the CPU, where torch's per-op overhead dominates small steps)."""
+    def _init_backend(self, backend: str, numpy: bool = True) -> None:
+        """Check and store `backend`: `"auto"` is a NumPy step on the CPU (for learners that
+        have one, `numpy=True`: torch's per-op overhead dominates small steps) and the torch
+        step replayed as CUDA graphs on CUDA (launches dominate them); `"torch"` is eager torch
+        everywhere."""
         self.backend = backend
-        if backend not in BACKENDS:
-            raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        allowed = BACKENDS if numpy else ("auto", "torch")
+        if backend not in allowed:
+            raise ConfigError(f"backend must be one of {allowed}, got {backend!r}")
         if backend == "numpy" and self._device.type != "cpu":
             raise ConfigError("backend='numpy' runs on the CPU only; use 'auto' or 'torch' on CUDA")
 
@@ -199,6 +205,27 @@ class Learner(base.Transformer, abc.ABC):
             views = {name: t.numpy() for name, t in self._numpy_tensors().items()}
             self._numpy_views = views
         return views
+
+    @property
+    def _graph_step(self) -> bool:
+        """Whether steps replay CUDA graphs (CUDA with `backend="auto"`)."""
+        return self._device.type == "cuda" and getattr(self, "backend", "torch") == "auto"
+
+    def _graphed(
+        self, update: GraphableUpdate, x: torch.Tensor, scalars: Sequence[float], variant: str
+    ) -> torch.Tensor:
+        """`update(x, scalars)` replayed from the CUDA graph captured for `variant` (captured
+        on its first use; see `cuda_graphs`). Graphs hold the state tensors' addresses, so they
+        are dropped whenever the state is reallocated (`initialize`, `load_state_dict`)."""
+        graphs = self.__dict__.get("_cuda_graphs")
+        if graphs is None:
+            graphs = self._cuda_graphs = {}
+        graph = graphs.get(variant)
+        if graph is None:
+            graph = graphs[variant] = GraphedUpdate(
+                update, self._state_tensors, x, len(scalars), owner=type(self).__name__
+            )
+        return graph(x, scalars, variant)
 
     def _zeros(self, *shape: int) -> torch.Tensor:
         return torch.zeros(shape, dtype=self._torch_dtype, device=self._device)
@@ -287,6 +314,7 @@ class Learner(base.Transformer, abc.ABC):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_numpy_views", None)  # views of this object's tensors: rebuilt on use
+        state.pop("_cuda_graphs", None)  # likewise captured against them: recaptured on use
         generator = state.pop("_generator", None)
         if generator is not None:
             state["_generator_bytes"] = bytes(generator.get_state().numpy().tobytes())

@@ -205,6 +205,13 @@ class KalmanFilter(Learner):
         self._steps += 1
         if self._numpy_step:
             return self._update_numpy(x)
+        if self._graph_step:
+            return self._graphed(lambda xs, _: self._update_tensor(xs), x, (), "step")
+        return self._update_tensor(x)
+
+    def _update_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """The filter step in torch ops, in place (the same ops each step: capturable as one
+        CUDA graph)."""
         mean, cov = self._posterior(x)
         self._mean.copy_(mean)
         self._cov.copy_(cov)
@@ -299,6 +306,8 @@ class AdaptiveKalmanDecoder(TargetLearner):
         Initial RLS covariance (large: the first labelled samples dominate).
     noise_floor
         Lower bound of each channel's noise variance (a silent channel stays finite).
+    backend
+        `"auto"` (each step replayed as a CUDA graph on CUDA) or `"torch"` (eager).
     device, dtype, seed
         As for every learner; the decoder is deterministic.
     """
@@ -311,6 +320,7 @@ class AdaptiveKalmanDecoder(TargetLearner):
         W: Matrix | None = None,
         prior_variance: float = 100.0,
         noise_floor: float = 1e-3,
+        backend: str = "auto",
         device: str = "auto",
         dtype: str = "float32",
         seed: int | None = None,
@@ -322,6 +332,7 @@ class AdaptiveKalmanDecoder(TargetLearner):
         self.prior_variance = prior_variance
         self.noise_floor = noise_floor
         self._init_common(device, dtype, seed)
+        self._init_backend(backend, numpy=False)
         require_positive_int(n_components, "n_components")
         if not 0 < forgetting <= 1:
             raise ConfigError(f"forgetting must be in (0, 1], got {forgetting}")
@@ -398,18 +409,32 @@ class AdaptiveKalmanDecoder(TargetLearner):
         return residual * (lam / denom)
 
     def _update(self, x: torch.Tensor) -> torch.Tensor:
-        self._steps += 1
-        mean, cov = self._posterior(x)
-        self._mean.copy_(mean)
-        self._cov.copy_(cov)
         y = self._pending
-        if y is None:
-            return mean
-        if y.shape[1] != self.n_components:
+        if y is not None and y.shape[1] != self.n_components:
             raise InputShapeError(
                 f"AdaptiveKalmanDecoder decodes {self.n_components} components but y has "
                 f"{y.shape[1]} per stream"
             )
+        self._steps += 1
+        if y is None:
+            if self._graph_step:
+                return self._graphed(lambda v, _: self._learn(v, None), x, (), "decode")
+            return self._learn(x, None)
+        if self._graph_step:
+            k = self.n_components
+            return self._graphed(
+                lambda v, _: self._learn(v[:, :-k], v[:, -k:]), torch.cat([x, y], 1), (), "learn"
+            )
+        return self._learn(x, y)
+
+    def _learn(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The filter step, then (with a label y) the RLS steps of the observation and dynamics
+        models, in torch ops with no host-side branching on values (capturable as a graph)."""
+        mean, cov = self._posterior(x)
+        self._mean.copy_(mean)
+        self._cov.copy_(cov)
+        if y is None:
+            return mean
         mask = torch.isfinite(y).all(1).to(y.dtype)
         y = torch.nan_to_num(y)
         regressor = torch.cat([y, torch.ones_like(y[:, :1])], dim=1)

@@ -42,20 +42,25 @@ def hebbian_(
 
 
 def lateral_rank_one_(
-    M: torch.Tensor, Minv: torch.Tensor, y: torch.Tensor, rate: float, refresh: bool
+    M: torch.Tensor,
+    Minv: torch.Tensor,
+    y: torch.Tensor,
+    rate: float | torch.Tensor,
+    refresh: bool,
 ) -> None:
     """Anti-Hebbian lateral step M <- (1 - a) M + a y y^T (a = `rate`), in place, with M^-1 kept
     by the Sherman-Morrison rank-one update (O(k^2) instead of a k^3 inverse per sample).
 
     The recursion amplifies round-off by 1/(1 - a) per step, so `refresh=True` re-inverts M
-    (without an error check, hence without a host sync). Shared by PSP (y the output) and
-    Bio-CCA (z the output, a = η/τ)."""
+    (without an error check, hence without a host sync). `rate` may be a 0-d device tensor (a
+    CUDA graph's per-step input). Shared by PSP (y the output) and Bio-CCA (z the output,
+    a = η/τ)."""
     col = y.unsqueeze(2)
-    M.baddbmm_(col, col.transpose(1, 2), beta=1.0 - rate, alpha=rate)
+    M.mul_(1.0 - rate).add_(col * col.transpose(1, 2) * rate)
     Minv.div_(1.0 - rate)
     z = torch.bmm(Minv, col)
     c = rate / (1.0 + rate * (z * col).sum(dim=(1, 2), keepdim=True))
-    Minv.baddbmm_(z * c, z.transpose(1, 2), alpha=-1.0)
+    Minv.sub_(z * c * z.transpose(1, 2))
     if refresh:
         Minv.copy_(torch.linalg.inv_ex(M).inverse)
 

@@ -15,6 +15,7 @@ rectified fixed-point solve they share with PSP live in `streamlab.learners.loca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,6 @@ import torch
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners.base import Learner, StateValue, TargetLearner, require_positive_int
-from streamlab.learners.cuda_graphs import GraphedUpdate
 from streamlab.learners.local_rules import (
     bmv,
     hebbian_,
@@ -90,7 +90,6 @@ class SimilarityMatching(Learner):
         self._init_common(device, dtype, seed)
         self._init_backend(backend)
         require_positive_int(n_components, "n_components")
-        self._graph: GraphedUpdate | None = None
         if gamma <= 0 or t0 <= 0 or tau <= 0 or eta_min < 0:
             raise ConfigError("gamma, t0 and tau must be positive and eta_min non-negative")
         if 1.0 / (gamma + t0) / tau >= 1.0 or max(1.0 / (gamma + t0), eta_min) >= 0.5:
@@ -139,24 +138,13 @@ class SimilarityMatching(Learner):
         scalars, refresh = self._step_scalars()
         if self._numpy_step:
             return self._update_numpy(x, scalars, refresh)
-        if self._device.type == "cuda" and self.backend == "auto":
-            if self._graph is None:
-                self._graph = GraphedUpdate(
-                    lambda xs, ss: self._update_tensor(xs, ss, refresh=False),
-                    self._state_tensors,
-                    x,
-                    len(scalars),
-                    owner=type(self).__name__,
-                )
-                self._graph_refresh = GraphedUpdate(
-                    lambda xs, ss: self._update_tensor(xs, ss, refresh=True),
-                    self._state_tensors,
-                    x,
-                    len(scalars),
-                    owner=type(self).__name__,
-                )
-            graph = self._graph_refresh if refresh else self._graph
-            return graph(x, scalars, refresh)
+        if self._graph_step:
+            return self._graphed(
+                lambda xs, rates: self._update_tensor(xs, rates, refresh),
+                x,
+                scalars,
+                "refresh" if refresh else "step",
+            )
         rates = torch.tensor(scalars, dtype=self._torch_dtype).to(self._device, non_blocking=True)
         return self._update_tensor(x, rates, refresh)
 
@@ -175,15 +163,9 @@ class SimilarityMatching(Learner):
             xc.mul_(torch.rsqrt(self._mean_sq_norm + 1e-12).unsqueeze(1))
         y = torch.bmm(self._Minv, torch.bmm(self._W, xc.unsqueeze(2)))  # (B, k, 1)
         self._W.mul_(1.0 - hebbian_rate).add_(y * xc.unsqueeze(1) * hebbian_rate)
-        yt = y.transpose(1, 2)
-        self._M.mul_(1.0 - lateral_rate).add_(y * yt * lateral_rate)
-        self._Minv.div_(1.0 - lateral_rate)
-        z = torch.bmm(self._Minv, y)
-        c = lateral_rate / (1.0 + lateral_rate * (z * y).sum(dim=(1, 2), keepdim=True))
-        self._Minv.sub_(z * c * z.transpose(1, 2))
-        if refresh:
-            self._Minv.copy_(torch.linalg.inv_ex(self._M).inverse)
-        return y.squeeze(2)
+        y = y.squeeze(2)
+        lateral_rank_one_(self._M, self._Minv, y, lateral_rate, refresh)
+        return y
 
     def _update_numpy(self, x: torch.Tensor, scalars: list[float], refresh: bool) -> torch.Tensor:
         """The same step as `_update_tensor` in NumPy on views of the same CPU tensors: at the
@@ -349,12 +331,15 @@ class NonnegativeSimilarityMatching(Learner):
         dynamics need 40-200 iterations once receptive fields overlap (ring tiling, measured),
         and finishes with the dynamics if it cycles. A stream stops when its residual
         |y - max(0, W x - b - L y)| is below tol (1 + max y), after at most `max_iter` steps.
-        On CUDA all steps run (no host sync: up to 2 x `max_iter` small kernels per step, so
-        lower `max_iter` there when latency matters); a converged stream is frozen, so the
-        answers are the same on every device and for any batch.
+        On CUDA all steps run (no host sync: up to 2 x `max_iter` iterations of small kernels
+        per step, replayed as one CUDA graph with `backend="auto"`; lower `max_iter` there when
+        latency matters); a converged stream is frozen, so the answers are the same on every
+        device and for any batch.
     center, normalize
         Subtract the running mean of the input; divide by the running root-mean-square norm of
         the centred input (the similarity x.x' must be negative between clusters).
+    backend
+        `"auto"` (the learning step replayed as a CUDA graph on CUDA) or `"torch"` (eager).
     device, dtype, seed
         Torch device (`"auto"`: CUDA when present), `"float32"` or `"float64"`, and the seed.
 
@@ -374,6 +359,7 @@ class NonnegativeSimilarityMatching(Learner):
         max_iter: int = 50,
         center: bool = True,
         normalize: bool = True,
+        backend: str = "auto",
         device: str = "auto",
         dtype: str = "float32",
         seed: int | None = None,
@@ -391,6 +377,7 @@ class NonnegativeSimilarityMatching(Learner):
         self.center = center
         self.normalize = normalize
         self._init_common(device, dtype, seed)
+        self._init_backend(backend, numpy=False)
         require_positive_int(n_components, "n_components")
         if init_samples is not None and (
             int(init_samples) != init_samples or init_samples < n_components
@@ -435,18 +422,18 @@ class NonnegativeSimilarityMatching(Learner):
         self._buffer = self._zeros(batch, self._n_init, n_features)
         self._offdiag = 1.0 - torch.eye(k, dtype=self._torch_dtype, device=self._device)
 
-    def _prepare(self, x: torch.Tensor, learn: bool) -> torch.Tensor:
-        """Centre and scale x with the running statistics (updating them when learning)."""
+    def _prepare(self, x: torch.Tensor, rate: float | torch.Tensor | None) -> torch.Tensor:
+        """Centre and scale x with the running statistics, first moving them by `rate` (1/t)
+        when learning (None: inference only)."""
         if self.center:
-            if learn:
-                self._mean.add_(x - self._mean, alpha=1.0 / self._steps)
+            if rate is not None:
+                self._mean.add_((x - self._mean) * rate)
             xc = x - self._mean
         else:
             xc = x.clone()
         if self.normalize:
-            if learn:
-                rate = 1.0 / self._steps
-                self._mean_sq_norm.mul_(1.0 - rate).add_(xc.square().sum(1), alpha=rate)
+            if rate is not None:
+                self._mean_sq_norm.mul_(1.0 - rate).add_(xc.square().sum(1) * rate)
             xc.mul_(torch.rsqrt(self._mean_sq_norm + 1e-12).unsqueeze(1))
         return xc
 
@@ -490,7 +477,15 @@ class NonnegativeSimilarityMatching(Learner):
                 return self._zeros(x.shape[0], self.n_components)
             self._initialize_from_buffer()
             return self._infer(x)
-        xc = self._prepare(x, learn=True)
+        rates = (1.0 / self._steps,)
+        if self._graph_step:  # up to 2 x max_iter solver iterations: one graph, not ~1,000 launches
+            return self._graphed(self._learn, x, rates, "learn")
+        return self._learn(x, rates)
+
+    def _learn(self, x: torch.Tensor, rates: Sequence[float] | torch.Tensor) -> torch.Tensor:
+        """Past the initial buffer: solve for y, then the local updates, in torch ops; `rates`
+        holds 1/t (host floats when eager, a device tensor when replayed as a CUDA graph)."""
+        xc = self._prepare(x, rates[0])
         y = self._solve(xc)
         y2 = y.square()
         self._Yhat.add_(y2)
@@ -504,7 +499,7 @@ class NonnegativeSimilarityMatching(Learner):
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         if self._steps < self._n_init:
             return self._zeros(x.shape[0], self.n_components)
-        return self._solve(self._prepare(x, learn=False))
+        return self._solve(self._prepare(x, None))
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         return {
@@ -561,6 +556,8 @@ class BioCCA(TargetLearner):
         Subtract running means of both views (CCA is defined on centred data).
     refresh_every
         Re-invert M every this many samples (0: never), as for `SimilarityMatching`.
+    backend
+        `"auto"` (learning steps replayed as CUDA graphs on CUDA) or `"torch"` (eager).
     device, dtype, seed
         Torch device (`"auto"`: CUDA when present), `"float32"` or `"float64"`, and the seed of
         the initial weights (Wx, Wy ~ N(0, 1/n), M = I as in the reference).
@@ -575,6 +572,7 @@ class BioCCA(TargetLearner):
         tau: float = 0.1,
         center: bool = True,
         refresh_every: int = 10,
+        backend: str = "auto",
         device: str = "auto",
         dtype: str = "float32",
         seed: int | None = None,
@@ -586,6 +584,7 @@ class BioCCA(TargetLearner):
         self.center = center
         self.refresh_every = refresh_every
         self._init_common(device, dtype, seed)
+        self._init_backend(backend, numpy=False)
         self._n_targets: int | None = None
         require_positive_int(n_components, "n_components")
         if eta <= 0 or eta_decay < 0 or tau <= 0:
@@ -639,20 +638,40 @@ class BioCCA(TargetLearner):
                 f"{y.shape[1]}; use a fresh learner for a differently shaped view"
             )
         self._learned += 1
+        t = self._learned
+        eta = self.eta / (1.0 + self.eta_decay * (t - 1))
+        rates = (1.0 / t, 2.0 * eta, eta / self.tau)
+        refresh = bool(self.refresh_every) and t % self.refresh_every == 0
+        xy = torch.cat([x, y], dim=1)
+        if self._graph_step:
+            return self._graphed(
+                lambda v, r: self._learn(v, r, refresh),
+                xy,
+                rates,
+                "refresh" if refresh else "learn",
+            )
+        return self._learn(xy, rates, refresh)
+
+    def _learn(
+        self, xy: torch.Tensor, rates: Sequence[float] | torch.Tensor, refresh: bool
+    ) -> torch.Tensor:
+        """One learning step on both views side by side in `xy`, in torch ops; `rates` holds
+        (1/t, 2η, η/τ) (host floats when eager, a device tensor when replayed as a CUDA
+        graph)."""
+        n = xy.shape[1] - int(self._n_targets or 0)
+        x, y = xy[:, :n], xy[:, n:]
+        mean_rate, hebbian_rate, lateral_rate = rates[0], rates[1], rates[2]
         xc, yc = x, y
         if self.center:
-            rate = 1.0 / self._learned
-            self._mean_x.add_(x - self._mean_x, alpha=rate)
-            self._mean_y.add_(y - self._mean_y, alpha=rate)
+            self._mean_x.add_((x - self._mean_x) * mean_rate)
+            self._mean_y.add_((y - self._mean_y) * mean_rate)
             xc, yc = x - self._mean_x, y - self._mean_y
         a = bmv(self._Wx, xc)
         b = bmv(self._Wy, yc)
         z = bmv(self._Minv, a + b)
-        eta = self.eta / (1.0 + self.eta_decay * (self._learned - 1))
-        self._Wx.baddbmm_((z - a).unsqueeze(2), xc.unsqueeze(1), alpha=2.0 * eta)
-        self._Wy.baddbmm_((z - b).unsqueeze(2), yc.unsqueeze(1), alpha=2.0 * eta)
-        refresh = bool(self.refresh_every) and self._learned % self.refresh_every == 0
-        lateral_rank_one_(self._M, self._Minv, z, eta / self.tau, refresh)
+        self._Wx.add_((z - a).unsqueeze(2) * xc.unsqueeze(1) * hebbian_rate)
+        self._Wy.add_((z - b).unsqueeze(2) * yc.unsqueeze(1) * hebbian_rate)
+        lateral_rank_one_(self._M, self._Minv, z, lateral_rate, refresh)
         return z
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
