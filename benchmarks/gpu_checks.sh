@@ -23,7 +23,7 @@ step cuda_tests 200 python3 -m pytest -q -p no:cacheprovider -k "cuda or graph" 
     tests/test_fast_paths.py tests/test_lockstep.py tests/test_similarity.py tests/test_control.py \
     tests/test_glm.py tests/test_nsm_cca.py tests/test_refh.py tests/test_reservoir.py
 step cuda_graphs 90 python3 benchmarks/cuda_graphs.py --steps 1500 --warmup 200
-step learner_steps 150 python3 benchmarks/learner_steps.py --devices cuda --seconds 0.3
+step learner_steps 150 python3 benchmarks/learner_steps.py --devices cuda --seconds 0.2
 step lockstep_replay 120 python3 benchmarks/lockstep_replay.py --samples 4000 --batches 1,8,64
 # the closed loop on two pinned cores of this machine (the 2-core target), learner on
 # the CPU, then with the learner on the GPU (one captured graph and one copy back per sample)
