@@ -34,13 +34,14 @@ def _session(n_samples: int, n_channels: int, seed: int, lose: tuple[int, int] |
     )
 
 
-def _alone(session: Session) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-    """Each learner stepped through `session` on its own (B = 1): outputs and final state."""
-    learners = build_learners(SPECS, device="cpu", seed=3)
+def _alone(session: Session, device: str = "cpu") -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Each learner stepped through `session` on its own (B = 1) on `device` (where the random
+    initial weights are drawn): outputs and final state."""
+    learners = build_learners(SPECS, device=device, seed=3)
     outputs = {name: [] for name in learners}
-    for row in torch.from_numpy(session.data):
+    for row in torch.from_numpy(session.data).to(device):
         for name, learner in learners.items():
-            outputs[name].append(learner.step(row).numpy().copy())
+            outputs[name].append(learner.step(row).cpu().numpy().copy())
     return (
         {name: np.stack(rows) for name, rows in outputs.items()},
         {name: learner.state_dict() for name, learner in learners.items()},
@@ -52,15 +53,15 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_lockstep_matches_each_session_replayed_alone(tmp_path, device: str) -> None:
-    """On the CPU, and on CUDA where there is one (the batch on the GPU, each session alone on
-    the CPU as reference)."""
+    """On the CPU, and on CUDA where there is one (the batch and each session alone both on
+    the GPU)."""
     sessions = [_session(700, 12, 0), _session(450, 12, 1, lose=(100, 130)), _session(900, 12, 2)]
     stores = [tmp_path / f"s{i}.zarr" for i in range(len(sessions))]
     results = replay_lockstep(sessions, SPECS, stores, device=device, seed=3, block_rows=256)
     assert [r.progress.samples for r in results] == [700, 420, 900]
     assert [(r.progress.gaps, r.progress.missing) for r in results] == [(0, 0), (1, 30), (0, 0)]
     for session, path in zip(sessions, stores, strict=True):
-        expected, states = _alone(session)
+        expected, states = _alone(session, device)
         store = RunStore.open(path)
         assert store.status == "complete"
         for name in ("sm", "nsm"):
@@ -73,7 +74,9 @@ def test_lockstep_matches_each_session_replayed_alone(tmp_path, device: str) -> 
             assert int(saved["_steps"]) == session.n_samples
             for key, value in states[name].items():
                 if isinstance(value, torch.Tensor) and key != "_generator":
-                    np.testing.assert_allclose(saved[key], value.numpy(), rtol=1e-7, atol=1e-9)
+                    np.testing.assert_allclose(
+                        saved[key], value.cpu().numpy(), rtol=1e-7, atol=1e-9
+                    )
         gaps = store.gaps
         if session.stream == "rig/1":
             assert gaps.rows == 1

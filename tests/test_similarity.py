@@ -141,13 +141,15 @@ def test_specs_parse_and_name_copies() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-def test_cuda_matches_cpu_within_float32_tolerance() -> None:
+def test_cuda_matches_cpu() -> None:
+    """The CPU's NumPy step and CUDA's graphed step, from the same start, in float64 (in float32
+    their different rounding grows over 500 learning steps to ~1e-3)."""
     x, _ = spiked_covariance(64, 4, 500, 7)
-    cpu = SimilarityMatching(n_components=4, device="cpu", seed=2)
-    gpu = SimilarityMatching(n_components=4, device="cuda", seed=2)
+    cpu = SimilarityMatching(n_components=4, device="cpu", dtype="float64", seed=2)
+    gpu = SimilarityMatching(n_components=4, device="cuda", dtype="float64", seed=2)
     cpu.initialize(64)
     gpu.initialize(64)
     gpu._W.copy_(cpu._W)
-    for row in torch.from_numpy(x.astype(np.float32)):
+    for row in torch.from_numpy(x):
         out_cpu, out_gpu = cpu.step(row), gpu.step(row.cuda())
-    torch.testing.assert_close(out_gpu.cpu(), out_cpu, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(out_gpu.cpu(), out_cpu, rtol=1e-7, atol=1e-9)

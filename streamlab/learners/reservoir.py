@@ -176,14 +176,13 @@ class SpikingReservoir(TargetLearner):
         cols = torch.randint(0, n, (n, k), generator=gen, device=device).sort(dim=1).values
         rows = torch.arange(n, device=device).repeat_interleave(k)
         values = self._randn(n * k) * (self.recurrent_scale / math.sqrt(k))
-        coo = torch.sparse_coo_tensor(
-            torch.stack([rows, cols.reshape(-1)]), values, (n, n), check_invariants=False
-        ).coalesce()
-        indices = coo.indices()
-        counts = torch.bincount(indices[0], minlength=n)
+        # repeated (row, column) pairs summed, in row-major order (what a COO coalesce gives,
+        # without the sparse constructor, which warns about invariant checks on some versions)
+        keys, where = torch.unique(rows * n + cols.reshape(-1), return_inverse=True)
+        counts = torch.bincount(torch.div(keys, n, rounding_mode="floor"), minlength=n)
         self._crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        self._col = indices[1].clone()
-        self._values = coo.values().clone()
+        self._col = keys % n
+        self._values = values.new_zeros(len(keys)).index_add_(0, where, values)
         self._J = _csr(self._crow, self._col, self._values, n)
         self._W_in = self._randn(n, n_features) * self.input_scale
         uniform = torch.rand(n, 1, generator=gen, dtype=self._torch_dtype, device=device)
