@@ -376,8 +376,7 @@ def test_refh_hidden_means_carry_position_on_the_linear_track() -> None:
     with one; 0.39 was measured on another machine), so the median of five seeds is asserted.
     Measured here (standardised position RMSE): rEFH 0.61, 0.75, 0.48, 0.53, 0.63 (median
     0.61), static harmonium 0.82, raw counts of the same bin 0.86, the first half's mean 0.875;
-    for comparison the supervised adaptive Kalman decoder of
-    test_control gets 0.60."""
+    for comparison the supervised adaptive Kalman decoder of test_control gets 0.60."""
     counts, position = running_position(load_linear_track(LINEAR_TRACK))
     position = position[:, 0]
     half = len(position) // 2
