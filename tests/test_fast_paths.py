@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from streamlab.errors import ConfigError
-from streamlab.learners.control import AdaptiveKalmanDecoder, KalmanFilter
+from streamlab.learners.control import AdaptiveKalmanDecoder, BioOFC, KalmanFilter
 from streamlab.learners.cuda_graphs import GraphedUpdate
 from streamlab.learners.similarity import (
     BioCCA,
@@ -223,3 +223,51 @@ def test_numpy_steps_give_nan_not_an_exception_on_a_singular_system() -> None:
     sm = SimilarityMatching(n_components=2, refresh_every=1, device="cpu")
     sm.step(torch.ones(4))
     assert not torch.isfinite(sm.step(torch.tensor([float("nan"), 1.0, 2.0, 3.0]))).all()
+
+
+@pytest.mark.parametrize("advantage_clip", [0.0, 2.0])
+def test_bio_ofc_numpy_and_torch_backends_agree(advantage_clip: float) -> None:
+    """Bio-OFC's NumPy step is its torch step: 600 samples of 3 streams in float64 through
+    episode starts, delayed innovations, policy-gradient steps (with and without advantage
+    clipping) and samples without a cost; the exploration noise comes from the same generator."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(600, 3, 2))
+    for t in range(1, len(x)):  # observations with dynamics to learn (white noise has none)
+        x[t] += 0.8 * x[t - 1]
+    x = torch.from_numpy(x)
+    cost = x.square().sum(-1, keepdim=True)
+    learners = {
+        backend: BioOFC(
+            delay=2,
+            learning_rate=1e-3,
+            policy_rate=1e-4,
+            advantage_clip=advantage_clip,
+            backend=backend,
+            device="cpu",
+            dtype="float64",
+            seed=5,
+        )
+        for backend in ("numpy", "torch")
+    }
+    for t in range(len(x)):
+        with_cost = t % 9 != 4
+        outs = {
+            name: learner.step(x[t], cost[t] if with_cost else None)
+            for name, learner in learners.items()
+        }
+        assert outs["torch"].abs().max() < 100  # the learner stays in a sane range
+        torch.testing.assert_close(outs["numpy"], outs["torch"], rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(
+            learners["numpy"].extra_outputs()["estimate"],
+            learners["torch"].extra_outputs()["estimate"],
+            rtol=1e-9,
+            atol=1e-10,
+        )
+    states = {name: learner.state_dict() for name, learner in learners.items()}
+    for key, value in states["torch"].items():
+        if key == "_generator":
+            assert torch.equal(states["numpy"][key], value)  # the same draws were taken
+        elif isinstance(value, torch.Tensor):
+            torch.testing.assert_close(states["numpy"][key], value, rtol=1e-9, atol=1e-10)
+        else:
+            assert states["numpy"][key] == value, key

@@ -46,6 +46,23 @@ def _information_update(
     return mean, cov
 
 
+def _np_mv(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Batched matrix-vector product in NumPy, (B, r, c) x (B, c) -> (B, r) (`bmv`'s twin)."""
+    return np.matmul(matrix, vector[:, :, None])[:, :, 0]
+
+
+def _np_outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Batched outer product in NumPy, (B, r) x (B, c) -> (B, r, c) (`outer`'s twin)."""
+    return a[:, :, None] * b[:, None, :]
+
+
+def _np_lerp(start: np.ndarray, end: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """`torch.lerp` in NumPy, with its two-sided formula (exact at weights 0 and 1)."""
+    return np.where(
+        weight < 0.5, start + weight * (end - start), end - (end - start) * (1.0 - weight)
+    )
+
+
 def _as_matrix(value: Any, name: str) -> np.ndarray:
     try:
         array = np.array(value, dtype=np.float64)
@@ -530,6 +547,9 @@ class BioOFC(TargetLearner):
         advantages at that step (0: no clipping), so one outlying episode cannot throw K̂ off.
     max_gain_step
         Trust region: a step of K̂ longer (Frobenius norm) than this is shrunk to it (0: none).
+    backend
+        `"auto"` (NumPy steps on the CPU: a step is ~40 small ops, each cheaper in NumPy than
+        in torch at these sizes), `"numpy"` or `"torch"`; the same maths on every path.
     device, dtype, seed
         As for every learner; `seed` draws the initial weights and the exploration noise.
 
@@ -550,6 +570,7 @@ class BioOFC(TargetLearner):
         episode_length: int = 11,
         advantage_clip: float = 0.0,
         max_gain_step: float = 1e-3,
+        backend: str = "auto",
         device: str = "auto",
         dtype: str = "float32",
         seed: int | None = None,
@@ -566,6 +587,7 @@ class BioOFC(TargetLearner):
         self.advantage_clip = advantage_clip
         self.max_gain_step = max_gain_step
         self._init_common(device, dtype, seed)
+        self._init_backend(backend)
         require_positive_int(n_components, "n_components")
         if int(delay) != delay or delay < 1:
             raise ConfigError(f"delay must be an integer >= 1 (steps), got {delay!r}")
@@ -686,6 +708,8 @@ class BioOFC(TargetLearner):
         return xhat + bmv(self._L, e), e
 
     def _update(self, x: torch.Tensor) -> torch.Tensor:
+        if self._numpy_step:
+            return self._update_numpy(x)
         self._steps += 1
         t = self.episode_step
         if t == 0:
@@ -739,6 +763,75 @@ class BioOFC(TargetLearner):
             norm = torch.linalg.vector_norm(step_k, dim=(1, 2), keepdim=True)
             step_k.mul_(torch.clamp(self.max_gain_step / (norm + 1e-30), max=1.0))
         self._K.add_(step_k)
+
+    def _update_numpy(self, x: torch.Tensor) -> torch.Tensor:
+        """`_update` and `_policy_gradient` in NumPy on views of the same CPU tensors, op for op
+        (the exploration noise still comes from `_randn`, so the random stream is the same)."""
+        self._steps += 1
+        v = self._views()
+        A, B, C, L, K = v["A"], v["B"], v["C"], v["L"], v["K"]
+        xhats, us, es, trace = v["xhat"], v["u"], v["e"], v["trace"]
+        obs = x.numpy()
+        t = self.episode_step
+        if t == 0:
+            self._episodes += 1
+            trace[...] = 0.0
+        slots, s = self.delay + 2, t - self.delay
+        e = None
+        if t == 0:
+            Ct = C.transpose(0, 2, 1)
+            xhat = solve_or_nan(np.matmul(Ct, C), np.matmul(Ct, obs[:, :, None]))[:, :, 0]
+        else:
+            xhat = _np_mv(A, xhats[:, (t - 1) % slots]) + _np_mv(B, us[:, (t - 1) % slots])
+            if s >= 0:
+                e = obs - _np_mv(C, xhats[:, s % slots])
+                xhat = xhat + _np_mv(L, e)
+        if e is not None and self._eta:
+            eta = self._eta
+            le = _np_mv(L, e)
+            C += eta * _np_outer(e, xhats[:, s % slots])
+            if s >= 1:
+                previous = (s - 1) % slots
+                A += eta * _np_outer(le, xhats[:, previous])
+                B += eta * _np_outer(le, us[:, previous])
+                L += eta * _np_outer(le, es[:, s % slots])
+        slot = t % slots
+        xhats[:, slot] = xhat
+        es[:, slot] = 0.0 if e is None else e
+        if t > 0 and self._pending is not None:
+            cost = self._pending[:, 0].numpy()
+            self._policy_gradient_numpy(v, cost, min(t, v["baseline"].shape[1]) - 1)
+        u = -_np_mv(K, xhat)
+        if self.exploration:
+            noise = self._randn(*u.shape).mul_(self.exploration).numpy()
+            u = u + noise
+            trace += _np_outer(noise, xhat)
+        us[:, slot] = u
+        self._t = t + 1
+        return torch.from_numpy(u.copy())
+
+    def _policy_gradient_numpy(self, v: dict[str, np.ndarray], cost: np.ndarray, step: int) -> None:
+        """`_policy_gradient` in NumPy on the views `v`."""
+        seen = v["baseline_seen"][:, step]
+        baseline = _np_lerp(cost, v["baseline"][:, step], seen)
+        scale = _np_lerp(np.abs(cost), v["scale"][:, step], seen)
+        advantage = cost - baseline
+        v["baseline"][:, step] = baseline + self.baseline_rate * advantage
+        v["scale"][:, step] = scale + self.baseline_rate * (np.abs(advantage) - scale)
+        v["baseline_seen"][:, step] = 1.0
+        if self.advantage_clip:
+            bound = self.advantage_clip * scale
+            advantage = np.maximum(np.minimum(advantage, bound), -bound)
+        g = v["g"]
+        g *= self.momentum
+        g += advantage[:, None, None] * v["trace"]
+        if not self._eta_k:
+            return
+        step_k = g * self._eta_k
+        if self.max_gain_step:
+            norm = np.sqrt(np.square(step_k).sum(axis=(1, 2), keepdims=True))
+            step_k *= np.minimum(self.max_gain_step / (norm + 1e-30), 1.0)
+        v["K"] += step_k
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         """The control without exploration that the next sample would get; no state changes."""
