@@ -131,6 +131,17 @@ def _refh(s: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _lockstep(s: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = s["lockstep_replay"]
+    return [
+        (
+            f"lockstep replay to Zarr, B={r['B']} ({r['device']})",
+            f"{r['rate']:,.0f} sessions x samples/s ({r['seconds']:.1f} s)",
+        )
+        for r in rows
+    ]
+
+
 def _graphs(s: dict[str, Any]) -> list[tuple[str, str]]:
     body = s["cuda_graphs"]
     if isinstance(body, dict):
@@ -183,6 +194,13 @@ BENCHES = [
         _glm,
     ),
     Bench("refh", "Recurrent EFH step", "refh_step.py", ("--steps", "1000"), _refh),
+    Bench(
+        "lockstep",
+        "Sessions replayed in lockstep, Zarr stores included",
+        "lockstep_replay.py",
+        ("--samples", "4000", "--batches", "1,8,64"),
+        _lockstep,
+    ),
     Bench("graphs", "CUDA graphs vs eager (GPU only)", "cuda_graphs.py", (), _graphs),
 ]
 
