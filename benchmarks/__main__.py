@@ -131,6 +131,21 @@ def _refh(s: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _glm_ll(s: dict[str, Any]) -> list[tuple[str, str]]:
+    r = s["glm_time_to_ll"]
+
+    def fmt(t: float | None) -> str:
+        return "not reached" if t is None else f"{t:.1f} s"
+
+    return [
+        (
+            f"sglm N=20: compute time to held-out LL within {r['within']} of the best",
+            f"online {fmt(r['online_s'])}, batch EM {fmt(r['batch_s'])} (best {r['best_ll']:.4f}, "
+            f"true model {r['true_ll']:.4f} nats/bin)",
+        )
+    ]
+
+
 def _lockstep(s: dict[str, Any]) -> list[tuple[str, str]]:
     rows = s["lockstep_replay"]
     return [
@@ -192,6 +207,13 @@ BENCHES = [
         "glm_step.py",
         ("--sizes", "20,100", "--bins", "1000"),
         _glm,
+    ),
+    Bench(
+        "glm_ll",
+        "Switching GLM: online vs batch EM, time to a held-out log-likelihood",
+        "glm_time_to_ll.py",
+        (),
+        _glm_ll,
     ),
     Bench("refh", "Recurrent EFH step", "refh_step.py", ("--steps", "1000"), _refh),
     Bench(
