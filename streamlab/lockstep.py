@@ -150,7 +150,7 @@ def replay_lockstep(
     *,
     device: str = "auto",
     seed: int | None = None,
-    block_rows: int = 1024,
+    block_rows: int | None = None,
     overwrite: bool = False,
 ) -> list[LockstepResult]:
     """Replay `sessions` through the learners of `learner_specs` as one batch, writing session
@@ -190,7 +190,8 @@ def replay_lockstep(
             run.append_events("gaps", _gap_columns(session_gaps))
     start = time.perf_counter()
     try:
-        final_states, latency_us = _run_blocks(sessions, learners, splits, runs, block_rows)
+        rows = block_rows or _block_rows(len(sessions), sessions[0].data.shape[1])
+        final_states, latency_us = _run_blocks(sessions, learners, splits, runs, rows)
     except BaseException as exc:
         for run in runs:
             run.set_status("failed", f"{type(exc).__name__}: {exc}")
@@ -229,6 +230,15 @@ def replay_lockstep(
         )
         results.append(LockstepResult(run.path, progress))
     return results
+
+
+BLOCK_BYTES = 64 << 20  # input held per block; each block is one append per store and column
+
+
+def _block_rows(batch: int, channels: int) -> int:
+    """Rows per block: as many as fit `BLOCK_BYTES` of float32 input, between 256 and 8,192
+    (every block costs each store a few Zarr writes, so fewer, longer blocks are cheaper)."""
+    return int(min(8192, max(256, BLOCK_BYTES // (4 * batch * max(channels, 1)))))
 
 
 def _run_blocks(
