@@ -269,6 +269,47 @@ def test_batch_equals_single_runs(visible: str) -> None:
             )
 
 
+def test_gaussian_hidden_units_take_one_cd_step_as_the_closed_form() -> None:
+    """Gaussian hidden (and so Gaussian recurrent visible) units with Gaussian observations: the
+    hidden means are linear in the drive, a Gibbs sample is mean + N(0, 1), and one CD-1 step
+    from known weights matches the update written out in float64 NumPy."""
+    n, k = 3, 4
+    rng = np.random.default_rng(9)
+    learner = RecurrentEFH(
+        n_components=k,
+        visible="gaussian",
+        hidden="gaussian",
+        learning_rate=0.01,
+        recurrent_learning_rate=0.05,
+        weight_decay=0.0,
+        init_scale=0.3,
+        device="cpu",
+        dtype="float64",
+        seed=0,
+    )
+    learner.initialize(n)
+    learner._previous.copy_(torch.from_numpy(rng.standard_normal((1, k))))
+    W, b_h, b_v = (learner.weights[name][0].numpy().copy() for name in ("W", "b_h", "b_v"))
+    prev, x = learner._previous[0].numpy().copy(), rng.standard_normal(n)
+    noise = rng.standard_normal(k)
+    learner._randn = ScriptedNoise(torch.from_numpy(noise[None, None, :]))
+    out = learner.step(torch.from_numpy(x)).numpy()
+    v = np.r_[prev, x]
+    h = W.T @ v + b_h
+    v_neg = W @ (h + noise) + b_v  # every visible unit Gaussian: means linear too
+    h_neg = W.T @ v_neg + b_h
+    rates = np.r_[np.full(k, 0.05), np.full(n, 0.01)][:, None]
+    np.testing.assert_allclose(out, h, rtol=1e-12)
+    np.testing.assert_allclose(
+        learner.weights["W"][0].numpy(),
+        W + rates * (np.outer(v, h) - np.outer(v_neg, h_neg)),
+        rtol=1e-12,
+        atol=1e-14,
+    )
+    np.testing.assert_allclose(learner.weights["b_h"][0].numpy(), b_h + 0.01 * (h - h_neg))
+    np.testing.assert_allclose(learner.weights["b_v"][0].numpy(), b_v + rates[:, 0] * (v - v_neg))
+
+
 def test_state_dict_round_trip_gives_same_next_outputs() -> None:
     rng = np.random.default_rng(4)
     x = torch.from_numpy(rng.poisson(1.5, (60, 4, 7)).astype(np.float32))
@@ -321,6 +362,7 @@ def test_registered_and_parsed() -> None:
 def test_clear_errors_for_bad_arguments_and_shapes() -> None:
     for bad, match in [
         ({"visible": "binomial"}, "visible must be one of"),
+        ({"hidden": "poisson"}, "hidden must be one of"),
         ({"k": 0}, "k must be a positive integer"),
         ({"n_components": 2.5}, "n_components must be a positive integer"),
         ({"momentum": 1.0}, "momentum"),
