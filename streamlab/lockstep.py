@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from streamlab.errors import ConfigError
-from streamlab.learners.base import Learner
+from streamlab.learners.base import Learner, resolve_device
 from streamlab.learners.registry import (
     LearnerSpec,
     build_learners,
@@ -191,7 +191,9 @@ def replay_lockstep(
     start = time.perf_counter()
     try:
         rows = block_rows or _block_rows(len(sessions), sessions[0].data.shape[1])
-        final_states, latency_us = _run_blocks(sessions, learners, splits, runs, rows)
+        final_states, latency_us = _run_blocks(
+            sessions, learners, splits, runs, rows, resolve_device(device)
+        )
     except BaseException as exc:
         for run in runs:
             run.set_status("failed", f"{type(exc).__name__}: {exc}")
@@ -247,6 +249,7 @@ def _run_blocks(
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
     runs: list[RunStore],
     block_rows: int,
+    device: torch.device,
 ) -> tuple[list[dict[str, dict[str, Any]]], np.ndarray]:
     """Step every sample of every session, block by block, appending each block's rows to
     each session's store; returns each session's learner states at its last sample and the
@@ -255,7 +258,6 @@ def _run_blocks(
     lengths = np.array([s.n_samples for s in sessions])
     final_states: list[dict[str, dict[str, Any]]] = [{} for _ in range(B)]
     all_latency = np.zeros(int(lengths.max()), dtype=np.float32)
-    device = next(iter(learners.values()))._device  # one copy of each block to it, not per step
     tables_ready = False
     for lo in range(0, int(lengths.max()), block_rows):
         hi = min(lo + block_rows, int(lengths.max()))
@@ -263,7 +265,7 @@ def _run_blocks(
         for b, session in enumerate(sessions):
             take = max(0, min(hi, session.n_samples) - lo)
             block[:take, b] = session.data[lo : lo + take]
-        x_block = torch.from_numpy(block).to(device)
+        x_block = torch.from_numpy(block).to(device)  # one copy per block, not per step
         outputs: dict[str, list[torch.Tensor]] = {name: [] for name in learners}
         extras: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in learners}
         latency = all_latency[lo:hi]

@@ -642,24 +642,25 @@ class BioCCA(TargetLearner):
         eta = self.eta / (1.0 + self.eta_decay * (t - 1))
         rates = (1.0 / t, 2.0 * eta, eta / self.tau)
         refresh = bool(self.refresh_every) and t % self.refresh_every == 0
-        xy = torch.cat([x, y], dim=1)
-        if self._graph_step:
+        if self._graph_step:  # one static input buffer per graph: both views side by side
+            n = x.shape[1]
             return self._graphed(
-                lambda v, r: self._learn(v, r, refresh),
-                xy,
+                lambda v, r: self._learn(v[:, :n], v[:, n:], r, refresh),
+                torch.cat([x, y], dim=1),
                 rates,
                 "refresh" if refresh else "learn",
             )
-        return self._learn(xy, rates, refresh)
+        return self._learn(x, y, rates, refresh)
 
     def _learn(
-        self, xy: torch.Tensor, rates: Sequence[float] | torch.Tensor, refresh: bool
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        rates: Sequence[float] | torch.Tensor,
+        refresh: bool,
     ) -> torch.Tensor:
-        """One learning step on both views side by side in `xy`, in torch ops; `rates` holds
-        (1/t, 2η, η/τ) (host floats when eager, a device tensor when replayed as a CUDA
-        graph)."""
-        n = xy.shape[1] - int(self._n_targets or 0)
-        x, y = xy[:, :n], xy[:, n:]
+        """One learning step on both views in torch ops; `rates` holds (1/t, 2η, η/τ) (host
+        floats when eager, a device tensor when replayed as a CUDA graph)."""
         mean_rate, hebbian_rate, lateral_rate = rates[0], rates[1], rates[2]
         xc, yc = x, y
         if self.center:
