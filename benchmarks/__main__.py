@@ -46,15 +46,20 @@ class Bench:
 
 
 def _loop(s: dict[str, Any]) -> list[tuple[str, str]]:
-    ours, echo = s["streamlab"], s["echo"]
-    return [
-        (
-            "closed loop, 384 ch at 1 kHz, sm (p50 / p99 µs)",
-            f"{ours['p50_us']:.0f} / {ours['p99_us']:.0f} vs echo {echo['p50_us']:.0f} / "
-            f"{echo['p99_us']:.0f}: x{s['ratio_p50']:.2f} / x{s['ratio_p99']:.2f} "
-            "(target p99 < 500, p50 <= x1.5)",
+    rows = []
+    for suffix, how in (("", "sleeping"), ("_spin", "busy-waiting")):
+        if f"ratio_p50{suffix}" not in s:
+            continue
+        ours, echo = s[f"streamlab{suffix}"], s[f"echo{suffix}"]
+        rows.append(
+            (
+                f"closed loop, 384 ch at 1 kHz, sm, peers {how} (p50 / p99 µs)",
+                f"{ours['p50_us']:.0f} / {ours['p99_us']:.0f} vs echo {echo['p50_us']:.0f} / "
+                f"{echo['p99_us']:.0f}: x{s[f'ratio_p50{suffix}']:.2f} / "
+                f"x{s[f'ratio_p99{suffix}']:.2f} (target p99 < 500, p50 <= x1.5)",
+            )
         )
-    ]
+    return rows
 
 
 def _steps(s: dict[str, Any]) -> list[tuple[str, str]]:

@@ -16,6 +16,11 @@ A. streamlab: `python -m streamlab attach IN --learner SPEC --publish OUT --devi
 B. echo: this script started as `--echo IN OUT`, a minimal pyzmq process that SUBs and re-PUBs
    every multipart message unchanged (no decoding).
 
+Each pair is measured twice (`--spin`): with both peers sleeping in a blocking poll between
+messages, and with both busy-waiting up to `--spin` seconds for the next one (`attach --spin`,
+and the echo polling without timeout), which removes the wake-up of a sleeping thread from
+every round trip at the cost of a core. Ratios compare peers run the same way.
+
 Frames are sent from the start as warm-up until the first reply arrives (the peer has connected
 and imported what it needs), then for 2 more seconds; warm-up samples are excluded. The driver
 then sends for `--seconds`, waits briefly for stragglers, ends the stream with an eos and waits
@@ -61,8 +66,9 @@ EXIT_TIMEOUT_S = 60.0  # how long the peer may take to exit after the eos
 
 
 # -- the echo peer -----------------------------------------------------------------------------
-def echo(in_endpoint: str, out_endpoint: str, idle_timeout: float = 30.0) -> int:
-    """SUB on `in_endpoint`, re-PUB every multipart message unchanged on `out_endpoint`.
+def echo(in_endpoint: str, out_endpoint: str, idle_timeout: float = 30.0, spin: float = 0.0) -> int:
+    """SUB on `in_endpoint`, re-PUB every multipart message unchanged on `out_endpoint`; with
+    `spin` > 0, poll without timeout for up to `spin` s before each blocking poll.
 
     Exits after forwarding an eos (a cheap byte search of the header, no decoding), on SIGTERM,
     or after `idle_timeout` seconds without a message once something has arrived."""
@@ -78,6 +84,10 @@ def echo(in_endpoint: str, out_endpoint: str, idle_timeout: float = 30.0) -> int
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         last = None
         while True:
+            if spin:
+                spin_end = time.perf_counter() + spin
+                while not sub.poll(0) and time.perf_counter() < spin_end:
+                    pass
             if not sub.poll(100):
                 if last is not None and time.monotonic() - last > idle_timeout:
                     return 1
@@ -189,8 +199,9 @@ def _check_alive(proc: subprocess.Popen, log: Path) -> None:
         )
 
 
-def run_scenario(name: str, args: argparse.Namespace) -> Result:
-    """Drive one peer (`streamlab` or `echo`) and measure the round trips."""
+def run_scenario(name: str, args: argparse.Namespace, spin: float = 0.0) -> Result:
+    """Drive one peer (`streamlab` or `echo`), busy-waiting `spin` s for each message or not,
+    and measure the round trips."""
     from streamlab.stream.protocol import Frame
     from streamlab.stream.transport import Publisher
 
@@ -223,9 +234,11 @@ def run_scenario(name: str, args: argparse.Namespace) -> Result:
                 "--store", str(Path(tmp.name, "run.zarr")),
                 "--publish", out_ep,
                 "--until-eos", "--quiet", "--overwrite", "--device", "cpu",
+                "--spin", str(spin),
             ]  # fmt: skip
         else:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--echo", in_ep, out_ep]
+            cmd += ["--echo-spin", str(spin)]
         with log.open("wb") as log_file:
             proc = subprocess.Popen(
                 cmd, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, stdin=None
@@ -341,12 +354,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--save", metavar="FILE.npz", help="also save every measured sample's seq and latency"
     )
+    parser.add_argument(
+        "--spin",
+        default="0,0.005",
+        help="comma-separated busy-wait budgets in seconds, one measurement of each peer per "
+        "value (0: sleep in a blocking poll)",
+    )
     parser.add_argument("--echo", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--echo-spin", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.echo:
-        return echo(*args.echo)
+        return echo(*args.echo, spin=args.echo_spin)
     if args.seconds <= 0 or args.rate <= 0 or args.channels < 1:
         parser.error("--seconds, --rate and --channels must be positive")
+    try:
+        spins = [float(v) for v in args.spin.split(",")]
+    except ValueError:
+        parser.error(f"--spin takes comma-separated seconds, got {args.spin!r}")
 
     print(
         f"loopback closed-loop latency: {args.channels} channels <u2, 1 sample/frame, "
@@ -356,41 +380,57 @@ def main(argv: list[str] | None = None) -> int:
     )
     names = [args.only] if args.only else ["streamlab", "echo"]
     results: dict[str, Result] = {}
-    for name in names:
-        result = run_scenario(name, args)
-        results[name] = result
-        print(
-            f"{name:>9}: count {result.count} / {result.sent}, lost {result.lost}, "
-            f"p50 {result.p50_us:.1f} us, p99 {result.p99_us:.1f} us, max {result.max_us:.1f} us "
-            f"(mean {result.mean_us:.1f} us; "
-            f"driver send slip p99 {result.send_slip_p99_us:.1f} us)",
-            flush=True,
-        )
-        for line in result.peer_output.splitlines():
-            print(f"{'':>11}peer: {line}", flush=True)
+    for spin in spins:
+        print(f"peers {'busy-waiting ' + format(spin, 'g') + ' s' if spin else 'sleeping'}:")
+        for name in names:
+            result = run_scenario(name, args, spin)
+            results[_key(name, spin)] = result
+            _print_result(name, result)
 
     summary: dict[str, Any] = {
         "channels": args.channels,
         "rate": args.rate,
         "seconds": args.seconds,
         "learner": args.learner,
-        **{name: r.summary() for name, r in results.items()},
+        "spins": spins,
+        **{key: r.summary() for key, r in results.items()},
     }
-    if len(results) == 2:
-        sl, ec = results["streamlab"], results["echo"]
-        summary["ratio_p50"] = round(_ratio(sl.p50_us, ec.p50_us), 2)
-        summary["ratio_p99"] = round(_ratio(sl.p99_us, ec.p99_us), 2)
+    for spin in spins:
+        ours, theirs = results.get(_key("streamlab", spin)), results.get(_key("echo", spin))
+        if ours is None or theirs is None:
+            continue
+        suffix = _key("", spin)
+        summary[f"ratio_p50{suffix}"] = round(_ratio(ours.p50_us, theirs.p50_us), 2)
+        summary[f"ratio_p99{suffix}"] = round(_ratio(ours.p99_us, theirs.p99_us), 2)
         print(
-            f"streamlab/echo: p50 x{summary['ratio_p50']:.2f}, p99 x{summary['ratio_p99']:.2f}",
+            f"streamlab/echo{' (both spinning)' if spin else ''}: "
+            f"p50 x{summary[f'ratio_p50{suffix}']:.2f}, p99 x{summary[f'ratio_p99{suffix}']:.2f}",
             flush=True,
         )
     if args.save:
         arrays = {}
-        for name, r in results.items():
-            arrays[f"{name}_seq"], arrays[f"{name}_latency_us"] = r.seq, r.latency_us
+        for key, r in results.items():
+            arrays[f"{key}_seq"], arrays[f"{key}_latency_us"] = r.seq, r.latency_us
         np.savez(args.save, **arrays)
     print(json.dumps(summary), flush=True)
     return 0
+
+
+def _key(name: str, spin: float) -> str:
+    """Result key: the peer's name, with `_spin` when it busy-waited."""
+    return f"{name}_spin" if spin else name
+
+
+def _print_result(name: str, result: Result) -> None:
+    print(
+        f"{name:>9}: count {result.count} / {result.sent}, lost {result.lost}, "
+        f"p50 {result.p50_us:.1f} us, p99 {result.p99_us:.1f} us, max {result.max_us:.1f} us "
+        f"(mean {result.mean_us:.1f} us; "
+        f"driver send slip p99 {result.send_slip_p99_us:.1f} us)",
+        flush=True,
+    )
+    for line in result.peer_output.splitlines():
+        print(f"{'':>11}peer: {line}", flush=True)
 
 
 if __name__ == "__main__":

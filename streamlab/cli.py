@@ -116,6 +116,14 @@ def _parser() -> argparse.ArgumentParser:
         help="frames the input socket may queue (default 10,000): bounds memory when the "
         "learners fall behind; over SUB what does not fit is dropped and recorded as a gap",
     )
+    attach.add_argument(
+        "--spin",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="busy-wait up to this long for each frame before sleeping (e.g. 0.005 for a 1 kHz "
+        "closed loop): saves the wake-up of a sleeping thread on every sample, costs a core",
+    )
     attach.add_argument("--until-eos", action="store_true", help="stop at the stream's eos")
     attach.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     attach.add_argument(
@@ -349,6 +357,7 @@ def _options(args: argparse.Namespace, pattern: str) -> Any:
         pattern=pattern,
         topic=getattr(args, "topic", ""),
         hwm=getattr(args, "hwm", 10_000),
+        spin=getattr(args, "spin", 0.0),
         publish=args.publish,
         resume=getattr(args, "resume", False),
         overwrite=args.overwrite,

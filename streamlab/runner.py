@@ -30,6 +30,7 @@ class AttachOptions:
     pattern: Literal["sub", "pull"] = "sub"
     topic: str = ""
     hwm: int = 10_000
+    spin: float = 0.0
     publish: str | None = None
     resume: bool = False
     overwrite: bool = False
@@ -83,6 +84,7 @@ def attach(
         topic=options.topic,
         hwm=options.hwm,
         curve=options.input_curve(),
+        spin=options.spin,
     ) as source:
         store, learners, resume = _open_run(endpoint, options)
         sinks: list[Sink] = [

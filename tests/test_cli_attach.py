@@ -55,6 +55,8 @@ def test_gap_and_malformed_messages_are_stored_with_reasons(tmp_path, endpoint) 
             "--quiet",
             "--checkpoint-every",
             "50",
+            "--spin",  # busy-waiting for frames changes nothing of what is stored
+            "0.002",
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

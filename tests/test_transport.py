@@ -224,3 +224,27 @@ def test_pub_sub_with_topic_filter(endpoint) -> None:
 def test_bind_conflict_names_the_endpoint(endpoint) -> None:
     with Publisher(endpoint) as first, pytest.raises(ConfigError, match="cannot bind"):
         Publisher(first.endpoint)
+
+
+def test_spinning_source_receives_the_same_messages_and_still_times_out(endpoint) -> None:
+    """`spin` busy-waits before the blocking poll: every message arrives as without it, in
+    order, a quiet socket still returns None after the timeout, and a bad budget is refused."""
+    publisher = Publisher(endpoint, pattern="push", send_timeout=5.0)
+    source = ZmqSource(publisher.endpoint, pattern="pull", spin=0.01)
+    try:
+        start = time.monotonic()
+        assert source.receive(timeout=0.05) is None
+        assert time.monotonic() - start >= 0.045
+        publisher.hello("rig/spikes", 0, 0.0, {"n_channels": 3, "rate": 100.0})
+        for seq in range(20):
+            publisher.send(frame(seq, value=seq))
+        publisher.eos("rig/spikes", 20, 0.2)
+        frames = [m for m in receive_all(source) if isinstance(m, Frame)]
+        assert [f.seq for f in frames] == list(range(20))
+        assert [float(f.data[0, 0]) for f in frames] == list(range(20))
+    finally:
+        source.close()
+        publisher.close(linger=0)
+    for bad in (-0.001, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="spin must be"):
+            ZmqSource(endpoint, spin=bad)

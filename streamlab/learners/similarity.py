@@ -15,6 +15,7 @@ rectified fixed-point solve they share with PSP live in `streamlab.learners.loca
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -224,17 +225,17 @@ class SimilarityMatching(Learner):
             xc[...] = xn
         if self.normalize:
             msn = views["mean_sq_norm"]
-            msn[0] = (1.0 - mean_rate) * msn[0] + mean_rate * float(xc @ xc)
-            xc *= 1.0 / np.sqrt(msn[0] + 1e-12)
+            msn[0] = (1.0 - mean_rate) * float(msn[0]) + mean_rate * float(xc @ xc)
+            xc *= 1.0 / math.sqrt(float(msn[0]) + 1e-12)
         y = Minv @ (W @ xc)
+        # each rank-one update as one broadcast product (np.outer adds a Python call and ravels)
         W *= 1.0 - hebbian_rate
-        W += np.outer(hebbian_rate * y, xc)
+        W += (hebbian_rate * y)[:, None] * xc
         M *= 1.0 - lateral_rate
-        M += np.outer(lateral_rate * y, y)
+        M += (lateral_rate * y)[:, None] * y
         Minv /= 1.0 - lateral_rate
         z = Minv @ y
-        c = lateral_rate / (1.0 + lateral_rate * float(z @ y))
-        Minv -= np.outer(c * z, z)
+        Minv -= (lateral_rate / (1.0 + lateral_rate * float(z @ y)) * z)[:, None] * z
         if refresh:
             Minv[...] = solve_or_nan(M, np.eye(M.shape[-1], dtype=M.dtype))
         return torch.from_numpy(y[None])
