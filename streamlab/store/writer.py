@@ -35,6 +35,7 @@ from streamlab.errors import StoreError
 _SYNC = "sync"
 _JOB = "job"
 _PR_SET_PDEATHSIG = 1
+WRITER_NICENESS = 10  # added to the writer process's nice value (lower priority)
 
 
 class StoreWriter:
@@ -129,6 +130,10 @@ def _serve(path: str, jobs: Any, results: Any, parent_pid: int | None) -> None:
     if parent_pid is not None:
         _die_with_parent()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+        with contextlib.suppress(OSError):
+            # a lower priority than the learner loop's: an append costs tens of milliseconds
+            # of CPU, which on a machine with few cores delayed the samples arriving meanwhile
+            os.nice(WRITER_NICENESS)
     from streamlab.store.run_store import RunStore
 
     store = None
