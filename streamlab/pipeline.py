@@ -206,11 +206,22 @@ class Pipeline:
     def _process(self, frame: Frame) -> None:
         data = frame.data
         x = torch.from_numpy(data.astype(np.float32) if data.dtype != np.float32 else data.copy())
-        if frame.n_samples == 1:
-            outputs, latency, extras = self._step_one(x[0], frame.received_ns)
-        else:
-            outputs, latency, extras = self._step_each(x, frame.received_ns)
         m = frame.n_samples
+        latency = np.empty((len(self.learners), m), dtype=np.int64)
+        if m == 1:  # the live closed loop's case: no per-frame lists and stacks
+            outs, extra = self._step_sample(x[0], frame.received_ns, latency, 0)
+            outputs = {name: out.unsqueeze(0) for name, out in outs.items()}
+            extras = {
+                name: {key: value.unsqueeze(0) for key, value in by_key.items()}
+                for name, by_key in extra.items()
+            }
+        else:
+            steps = [self._step_sample(x[i], frame.received_ns, latency, i) for i in range(m)]
+            outputs = {name: torch.stack([outs[name] for outs, _ in steps]) for name in steps[0][0]}
+            extras = {
+                name: {key: torch.stack([extra[name][key] for _, extra in steps]) for key in keys}
+                for name, keys in steps[0][1].items()
+            }
         if not self._sinks_open:
             self._open_sinks()
         for sink in self.sinks:
@@ -226,59 +237,27 @@ class Pipeline:
         if self._since_checkpoint >= self.checkpoint_every:
             self._checkpoint(frame)
 
-    def _step_one(
-        self, sample: torch.Tensor, received_ns: int
-    ) -> tuple[dict[str, torch.Tensor], np.ndarray, dict[str, dict[str, torch.Tensor]]]:
-        """Every learner's step on a frame of one sample (the live closed loop's case): the
-        per-sample path of `_step_each` without its per-frame lists and stacks."""
-        latency = np.empty((len(self.learners), 1), dtype=np.int64)
+    def _step_sample(
+        self, sample: torch.Tensor, received_ns: int, latency: np.ndarray, i: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+        """Every learner's step on one sample, in order, recording in `latency[j, i]` the time
+        from the frame's arrival to learner j's output. Returns the outputs (k,) and the extra
+        outputs (d,) by learner."""
         outputs: dict[str, torch.Tensor] = {}
         extras: dict[str, dict[str, torch.Tensor]] = {}
         splits = self._splits
         for j, (name, learner) in enumerate(self.learners.items()):
             if name in splits:
                 xs, ys = splits[name]
-                out = learner.step(sample[xs], sample[ys])
+                outputs[name] = learner.step(sample[xs], sample[ys])
             else:
-                out = learner.step(sample)
-            latency[j, 0] = time.perf_counter_ns() - received_ns
-            outputs[name] = out.unsqueeze(0)
+                outputs[name] = learner.step(sample)
+            latency[j, i] = time.perf_counter_ns() - received_ns
             extra = learner.extra_outputs()
             if extra:
-                extras[name] = {key: value[:1].clone() for key, value in extra.items()}
-        self.latency.add(int(latency[-1, 0]))
-        return outputs, latency, extras
-
-    def _step_each(
-        self, x: torch.Tensor, received_ns: int
-    ) -> tuple[dict[str, torch.Tensor], np.ndarray, dict[str, dict[str, torch.Tensor]]]:
-        """Every learner's step on each sample of a frame x (m, n), in order: the outputs
-        (m, k) per learner, the latency (learners, m) from arrival to each output, and the
-        learners' extra outputs (m, d)."""
-        m = len(x)
-        latency = np.empty((len(self.learners), m), dtype=np.int64)
-        collected: dict[str, list[torch.Tensor]] = {name: [] for name in self.learners}
-        extra: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in self.learners}
-        views = {name: (x[:, xs], x[:, ys]) for name, (xs, ys) in self._splits.items()}
-        for i in range(m):
-            sample = x[i]
-            for j, (name, learner) in enumerate(self.learners.items()):
-                if name in views:
-                    inputs, signal = views[name]
-                    collected[name].append(learner.step(inputs[i], signal[i]))
-                else:
-                    collected[name].append(learner.step(sample))
-                latency[j, i] = time.perf_counter_ns() - received_ns
-                for key, value in learner.extra_outputs().items():
-                    extra[name].setdefault(key, []).append(value[0].clone())
-            self.latency.add(int(latency[-1, i]))
-        outputs = {name: torch.stack(outs) for name, outs in collected.items()}
-        extras = {
-            name: {key: torch.stack(values) for key, values in by_key.items()}
-            for name, by_key in extra.items()
-            if by_key
-        }
-        return outputs, latency, extras
+                extras[name] = {key: value[0].clone() for key, value in extra.items()}
+        self.latency.add(int(latency[-1, i]))
+        return outputs, extras
 
     def _roll_back(self, name: str, seq: int) -> None:
         """Learner `name` gave a non-finite output at sample `seq`: restore its state at the last
