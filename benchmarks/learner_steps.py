@@ -18,6 +18,7 @@ CUDA graphs on CUDA where they have them); "sm (eager)" is the same learner in p
 Run (from the repository root):
 
     python benchmarks/learner_steps.py [--seconds 1.0] [--batches 1,8,64,512,4096]
+        [--learners sm,nsm]
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ CASES = [
     Case("sm", lambda d: LEARNERS["sm"](n_components=4, device=d), 128),
     Case("sm (eager)", lambda d: LEARNERS["sm"](n_components=4, backend="torch", device=d), 128),
     Case("nsm", lambda d: LEARNERS["nsm"](n_components=4, device=d), 128, warmup=300),
+    Case(
+        "nsm (eager)",
+        lambda d: LEARNERS["nsm"](n_components=4, backend="torch", device=d),
+        128,
+        warmup=300,
+    ),
     Case("biocca", lambda d: LEARNERS["biocca"](n_components=2, device=d), 64, 16, counts=False),
     Case("kalman", _kalman, 128, counts=False),
     Case("akd", lambda d: LEARNERS["akd"](n_components=2, device=d), 96, 2),
@@ -150,10 +157,17 @@ def measure(
 
 
 def run(
-    batches: list[int], device: str, seconds: float, max_step_s: float, max_state_gb: float
+    batches: list[int],
+    device: str,
+    seconds: float,
+    max_step_s: float,
+    max_state_gb: float,
+    only: set[str] | None = None,
 ) -> list[dict[str, object]]:
     rows = []
     for case in CASES:
+        if only is not None and case.label.split(" ")[0] not in only:
+            continue
         row: dict[str, object] = {"learner": case.label, "device": device}
         per_session: dict[int, float] = {}
         single_bytes = 0
@@ -214,6 +228,7 @@ def main() -> None:
     parser.add_argument("--max-state-gb", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--devices", default="cpu,cuda", help="cuda is skipped without a GPU")
+    parser.add_argument("--learners", help="comma-separated learner names (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
@@ -230,7 +245,8 @@ def main() -> None:
     ]
     rows = []
     for device in devices:
-        rows += run(batches, device, args.seconds, args.max_step_s, args.max_state_gb)
+        only = set(args.learners.split(",")) if args.learners else None
+        rows += run(batches, device, args.seconds, args.max_step_s, args.max_state_gb, only)
     print(json.dumps({"learner_steps": rows}))
 
 

@@ -13,6 +13,7 @@ import torch
 from streamlab.errors import ConfigError
 from streamlab.learners.control import AdaptiveKalmanDecoder, BioOFC, KalmanFilter
 from streamlab.learners.cuda_graphs import GraphedUpdate
+from streamlab.learners.local_rules import rectified_fixed_point, rectified_fixed_point_numpy
 from streamlab.learners.similarity import (
     BioCCA,
     NonnegativeSimilarityMatching,
@@ -271,3 +272,77 @@ def test_bio_ofc_numpy_and_torch_backends_agree(advantage_clip: float) -> None:
             torch.testing.assert_close(states["numpy"][key], value, rtol=1e-9, atol=1e-10)
         else:
             assert states["numpy"][key] == value, key
+
+
+def _ring(steps: int, batch: int, n: int, seed: int = 0) -> np.ndarray:
+    """Points on a circle embedded in n channels, plus noise: overlapping receptive fields, so
+    the nonnegative network's fixed points have several active units."""
+    rng = np.random.default_rng(seed)
+    angle = rng.uniform(0, 2 * np.pi, (steps, batch))
+    basis = np.linalg.qr(rng.normal(size=(n, 2)))[0].T
+    circle = np.stack([np.cos(angle), np.sin(angle)], -1) @ basis
+    return 3.0 * circle + 0.1 * rng.normal(size=(steps, batch, n))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("solver", ["active_set", "jacobi"])
+def test_rectified_fixed_point_numpy_matches_torch(batch: int, solver: str) -> None:
+    """The NumPy fixed-point solve (its own single-stream form at B = 1) gives torch's answer on
+    random problems: symmetric nonnegative lateral weights, drives of either sign."""
+    rng = np.random.default_rng(11)
+    active_counts = []
+    for _ in range(200):
+        k = int(rng.integers(2, 7))
+        lateral = rng.uniform(0, 0.6, (batch, k, k))
+        lateral = 0.5 * (lateral + lateral.transpose(0, 2, 1))
+        lateral[:, np.arange(k), np.arange(k)] = 0.0
+        drive = rng.normal(size=(batch, k))
+        options = {"solver": solver, "damping": 0.5, "tol": 1e-10, "max_iter": 200}
+        ours = rectified_fixed_point_numpy(drive, lateral, **options)
+        reference = rectified_fixed_point(
+            torch.from_numpy(drive), torch.from_numpy(lateral), early_exit=True, **options
+        )
+        np.testing.assert_allclose(ours, reference.numpy(), rtol=1e-9, atol=1e-12)
+        active_counts.append(int((ours > 0).sum(1).max()))
+    assert max(active_counts) >= 3  # several units active in some problems
+    assert 1 in active_counts  # and one alone in others (the single-stream shortcut)
+
+
+@pytest.mark.parametrize(("data", "batch"), [("clusters", 1), ("ring", 1), ("ring", 3)])
+def test_nonnegative_numpy_and_torch_backends_agree(data: str, batch: int) -> None:
+    """The nonnegative network's NumPy step is its torch step: 1,500 samples in float64 through
+    the initial buffer, outputs and every state tensor."""
+    if data == "ring":
+        x = torch.from_numpy(_ring(1500, batch, 30))
+        k = 6
+    else:
+        x = torch.from_numpy(_stream(1500, batch, 30))
+        k = 4
+    learners = {
+        backend: NonnegativeSimilarityMatching(
+            n_components=k, backend=backend, device="cpu", dtype="float64", seed=3
+        )
+        for backend in ("numpy", "torch")
+    }
+    several_active = 0
+    for t in range(len(x)):
+        outs = {name: learner.step(x[t]) for name, learner in learners.items()}
+        torch.testing.assert_close(outs["numpy"], outs["torch"], rtol=1e-8, atol=1e-10)
+        several_active += int(((outs["numpy"] > 0).sum(-1) > 1).any())
+    if data == "ring":
+        assert several_active > 100  # the multi-unit solves were exercised
+    states = {name: learner.state_dict() for name, learner in learners.items()}
+    for key, value in states["torch"].items():
+        if isinstance(value, torch.Tensor) and key != "_generator":
+            torch.testing.assert_close(states["numpy"][key], value, rtol=1e-8, atol=1e-10)
+
+
+def test_nonnegative_auto_backend_is_numpy_for_small_batches_only() -> None:
+    learner = NonnegativeSimilarityMatching(n_components=2, device="cpu")
+    learner.initialize(8, batch=1)
+    assert learner._numpy_step
+    learner.initialize(8, batch=4096)
+    assert not learner._numpy_step
+    forced = NonnegativeSimilarityMatching(n_components=2, backend="numpy", device="cpu")
+    forced.initialize(8, batch=4096)
+    assert forced._numpy_step

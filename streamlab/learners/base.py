@@ -187,10 +187,17 @@ class Learner(base.Transformer, abc.ABC):
         if backend == "numpy" and self._device.type != "cpu":
             raise ConfigError("backend='numpy' runs on the CPU only; use 'auto' or 'torch' on CUDA")
 
+    # With backend "auto", lockstep batches above this many streams step in torch on the CPU
+    # (where a learner measured torch faster there); None: NumPy at every batch size.
+    _numpy_max_batch: int | None = None
+
     @property
     def _numpy_step(self) -> bool:
         """Whether steps run in NumPy (on views of the CPU state tensors)."""
-        return self._device.type == "cpu" and self.backend != "torch"
+        if self._device.type != "cpu" or self.backend == "torch":
+            return False
+        limit = self._numpy_max_batch
+        return self.backend == "numpy" or limit is None or self._batch <= limit
 
     def _numpy_tensors(self) -> dict[str, torch.Tensor]:
         """The tensors a NumPy step reads and writes (default: the state tensors)."""

@@ -22,7 +22,7 @@ import torch
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners.base import Learner, StateValue, TargetLearner, require_positive_int
-from streamlab.learners.local_rules import bmv, outer, solve_or_nan
+from streamlab.learners.local_rules import bmv, np_bmv, np_lerp, np_outer, outer, solve_or_nan
 
 Matrix = tuple[tuple[float, ...], ...] | list[list[float]]
 
@@ -44,23 +44,6 @@ def _information_update(
     cov = _symmetric(torch.linalg.solve_ex(eye + torch.bmm(prior_cov, J), prior_cov).result)
     mean = prior_mean + bmv(cov, h - bmv(J, prior_mean))
     return mean, cov
-
-
-def _np_mv(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
-    """Batched matrix-vector product in NumPy, (B, r, c) x (B, c) -> (B, r) (`bmv`'s twin)."""
-    return np.matmul(matrix, vector[:, :, None])[:, :, 0]
-
-
-def _np_outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Batched outer product in NumPy, (B, r) x (B, c) -> (B, r, c) (`outer`'s twin)."""
-    return a[:, :, None] * b[:, None, :]
-
-
-def _np_lerp(start: np.ndarray, end: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """`torch.lerp` in NumPy, with its two-sided formula (exact at weights 0 and 1)."""
-    return np.where(
-        weight < 0.5, start + weight * (end - start), end - (end - start) * (1.0 - weight)
-    )
 
 
 def _as_matrix(value: Any, name: str) -> np.ndarray:
@@ -782,30 +765,30 @@ class BioOFC(TargetLearner):
             Ct = C.transpose(0, 2, 1)
             xhat = solve_or_nan(np.matmul(Ct, C), np.matmul(Ct, obs[:, :, None]))[:, :, 0]
         else:
-            xhat = _np_mv(A, xhats[:, (t - 1) % slots]) + _np_mv(B, us[:, (t - 1) % slots])
+            xhat = np_bmv(A, xhats[:, (t - 1) % slots]) + np_bmv(B, us[:, (t - 1) % slots])
             if s >= 0:
-                e = obs - _np_mv(C, xhats[:, s % slots])
-                xhat = xhat + _np_mv(L, e)
+                e = obs - np_bmv(C, xhats[:, s % slots])
+                xhat = xhat + np_bmv(L, e)
         if e is not None and self._eta:
             eta = self._eta
-            le = _np_mv(L, e)
-            C += eta * _np_outer(e, xhats[:, s % slots])
+            le = np_bmv(L, e)
+            C += eta * np_outer(e, xhats[:, s % slots])
             if s >= 1:
                 previous = (s - 1) % slots
-                A += eta * _np_outer(le, xhats[:, previous])
-                B += eta * _np_outer(le, us[:, previous])
-                L += eta * _np_outer(le, es[:, s % slots])
+                A += eta * np_outer(le, xhats[:, previous])
+                B += eta * np_outer(le, us[:, previous])
+                L += eta * np_outer(le, es[:, s % slots])
         slot = t % slots
         xhats[:, slot] = xhat
         es[:, slot] = 0.0 if e is None else e
         if t > 0 and self._pending is not None:
             cost = self._pending[:, 0].numpy()
             self._policy_gradient_numpy(v, cost, min(t, v["baseline"].shape[1]) - 1)
-        u = -_np_mv(K, xhat)
+        u = -np_bmv(K, xhat)
         if self.exploration:
             noise = self._randn(*u.shape).mul_(self.exploration).numpy()
             u = u + noise
-            trace += _np_outer(noise, xhat)
+            trace += np_outer(noise, xhat)
         us[:, slot] = u
         self._t = t + 1
         return torch.from_numpy(u.copy())
@@ -813,8 +796,8 @@ class BioOFC(TargetLearner):
     def _policy_gradient_numpy(self, v: dict[str, np.ndarray], cost: np.ndarray, step: int) -> None:
         """`_policy_gradient` in NumPy on the views `v`."""
         seen = v["baseline_seen"][:, step]
-        baseline = _np_lerp(cost, v["baseline"][:, step], seen)
-        scale = _np_lerp(np.abs(cost), v["scale"][:, step], seen)
+        baseline = np_lerp(cost, v["baseline"][:, step], seen)
+        scale = np_lerp(np.abs(cost), v["scale"][:, step], seen)
         advantage = cost - baseline
         v["baseline"][:, step] = baseline + self.baseline_rate * advantage
         v["scale"][:, step] = scale + self.baseline_rate * (np.abs(advantage) - scale)

@@ -124,6 +124,103 @@ def rectified_fixed_point(
     return y
 
 
+def rectified_fixed_point_numpy(
+    drive: np.ndarray,
+    lateral: np.ndarray,
+    *,
+    solver: str,
+    damping: float,
+    tol: float,
+    max_iter: int,
+) -> np.ndarray:
+    """`rectified_fixed_point` in NumPy, op for op, stopping once every stream is frozen (the
+    CPU's early exit): the nonnegative network's CPU step, where torch's per-op cost is most of
+    a solve on k of a few units. A single stream takes `_fixed_point_one`."""
+    if drive.shape[0] == 1:
+        return _fixed_point_one(drive[0], lateral[0], solver, damping, tol, max_iter)[None]
+    k = drive.shape[1]
+    y = np.maximum(drive, 0.0)
+    done = np.zeros((drive.shape[0], 1), dtype=bool)
+
+    def target(current: np.ndarray) -> np.ndarray:
+        return drive - np_bmv(lateral, current)
+
+    def converged(current: np.ndarray) -> np.ndarray:
+        residual = np.abs(current - np.maximum(target(current), 0.0)).max(axis=1, keepdims=True)
+        return residual <= tol * (1.0 + current.max(axis=1, keepdims=True))
+
+    if solver == "active_set":
+        eye = np.eye(k, dtype=drive.dtype)
+        M = lateral + eye
+        active = (y > 0) | (target(y) > 0)
+        for _ in range(max_iter):
+            mask = active.astype(drive.dtype)
+            system = M * (mask[:, :, None] * mask[:, None, :]) + eye * (1 - mask)[:, None, :]
+            raw = solve_or_nan(system, (drive * mask)[:, :, None])[:, :, 0]
+            active = np.where(active, raw > 0, target(raw) > 0)
+            y = np.where(done, y, np.maximum(raw, 0.0))
+            done |= converged(y)
+            if done.all():
+                return y
+    for _ in range(max_iter):
+        y = np.where(done, y, np_lerp(y, np.maximum(target(y), 0.0), damping))
+        done |= converged(y)
+        if done.all():
+            break
+    return y
+
+
+def _fixed_point_one(
+    drive: np.ndarray, lateral: np.ndarray, solver: str, damping: float, tol: float, max_iter: int
+) -> np.ndarray:
+    """One stream's fixed point, in vector ops: each active-set step solves only the active
+    units' system (the full one has identity rows elsewhere, so the answer is the same) and a
+    single active unit needs no solve at all (M_ii = 1)."""
+    y = np.maximum(drive, 0.0)
+
+    def converged(current: np.ndarray) -> bool:
+        target = np.maximum(drive - lateral @ current, 0.0)
+        return bool(np.abs(current - target).max() <= tol * (1.0 + current.max()))
+
+    if solver == "active_set":
+        active = (y > 0) | (drive - lateral @ y > 0)
+        for _ in range(max_iter):
+            (index,) = active.nonzero()
+            raw = np.zeros_like(drive)
+            if len(index) == 1:
+                raw[index] = drive[index]
+            elif len(index):
+                system = lateral[index[:, None], index]
+                system.flat[:: len(index) + 1] = 1.0
+                raw[index] = solve_or_nan(system, drive[index])
+            active = np.where(active, raw > 0, drive - lateral @ raw > 0)
+            y = np.maximum(raw, 0.0)
+            if converged(y):
+                return y
+    for _ in range(max_iter):
+        y = np_lerp(y, np.maximum(drive - lateral @ y, 0.0), damping)
+        if converged(y):
+            break
+    return y
+
+
+def np_bmv(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Batched matrix-vector product in NumPy, (B, r, c) x (B, c) -> (B, r) (`bmv`'s twin)."""
+    return np.matmul(matrix, vector[:, :, None])[:, :, 0]
+
+
+def np_outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Batched outer product in NumPy, (B, r) x (B, c) -> (B, r, c) (`outer`'s twin)."""
+    return a[:, :, None] * b[:, None, :]
+
+
+def np_lerp(start: np.ndarray, end: np.ndarray, weight: np.ndarray | float) -> np.ndarray:
+    """`torch.lerp` in NumPy, with its two-sided formula (exact at weights 0 and 1)."""
+    return np.where(
+        weight < 0.5, start + weight * (end - start), end - (end - start) * (1.0 - weight)
+    )
+
+
 def solve_or_nan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """NumPy steps' `np.linalg.solve(a, b)` that, like torch's `solve_ex`, returns NaN instead
     of raising on a singular system: the pipeline then rolls the learner back as it does for
