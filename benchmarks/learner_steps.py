@@ -13,7 +13,8 @@ would not fit the memory budget. Each (learner, B) is timed for about `--seconds
 warm-up; samples/s counts every session's sample (B x steps/s). Single-threaded on the CPU; on
 CUDA as well when a GPU is visible (synchronised after every step, so a step's time is its
 latency). Learners run with their default backend (NumPy steps on the CPU where they have one,
-CUDA graphs on CUDA where they have them); "sm (eager)" is the same learner in plain torch ops.
+CUDA graphs on CUDA where they have them); "(eager)" rows are the same learner in plain torch
+ops.
 
 Run (from the repository root):
 
@@ -76,6 +77,9 @@ CASES = [
     Case("biocca", lambda d: LEARNERS["biocca"](n_components=2, device=d), 64, 16, counts=False),
     Case("kalman", _kalman, 128, counts=False),
     Case("akd", lambda d: LEARNERS["akd"](n_components=2, device=d), 96, 2),
+    Case(
+        "akd (eager)", lambda d: LEARNERS["akd"](n_components=2, backend="torch", device=d), 96, 2
+    ),
     Case(
         "bio_ofc",
         lambda d: LEARNERS["bio_ofc"](delay=2, learning_rate=1e-3, device=d, seed=1),

@@ -307,10 +307,14 @@ class AdaptiveKalmanDecoder(TargetLearner):
     noise_floor
         Lower bound of each channel's noise variance (a silent channel stays finite).
     backend
-        `"auto"` (each step replayed as a CUDA graph on CUDA) or `"torch"` (eager).
+        `"auto"` (NumPy steps on the CPU up to 512 streams in lockstep, torch beyond; each step
+        replayed as a CUDA graph on CUDA), `"torch"` (eager torch ops everywhere) or `"numpy"`
+        (CPU only); the same maths on each.
     device, dtype, seed
         As for every learner; the decoder is deterministic.
     """
+
+    _numpy_max_batch = 512  # measured: NumPy ahead up to 64 streams, even at 512, behind at 4,096
 
     def __init__(
         self,
@@ -332,7 +336,7 @@ class AdaptiveKalmanDecoder(TargetLearner):
         self.prior_variance = prior_variance
         self.noise_floor = noise_floor
         self._init_common(device, dtype, seed)
-        self._init_backend(backend, numpy=False)
+        self._init_backend(backend)
         require_positive_int(n_components, "n_components")
         if not 0 < forgetting <= 1:
             raise ConfigError(f"forgetting must be in (0, 1], got {forgetting}")
@@ -416,6 +420,8 @@ class AdaptiveKalmanDecoder(TargetLearner):
                 f"{y.shape[1]} per stream"
             )
         self._steps += 1
+        if self._numpy_step:
+            return self._learn_numpy(x, y)
         if y is None:
             if self._graph_step:
                 return self._graphed(lambda v, _: self._learn(v, None), x, (), "decode")
@@ -435,8 +441,9 @@ class AdaptiveKalmanDecoder(TargetLearner):
         self._cov.copy_(cov)
         if y is None:
             return mean
-        mask = torch.isfinite(y).all(1).to(y.dtype)
-        y = torch.nan_to_num(y)
+        finite = torch.isfinite(y)
+        mask = finite.all(1).to(y.dtype)
+        y = torch.where(finite, y, 0.0)  # unlabelled rows: masked out, kept finite
         regressor = torch.cat([y, torch.ones_like(y[:, :1])], dim=1)
         residual = self._rls_(self._theta, self._P, regressor, x, mask)
         self._labelled.add_(mask)
@@ -452,6 +459,74 @@ class AdaptiveKalmanDecoder(TargetLearner):
         self._previous.mul_(1.0 - keep).add_(keep * y)
         self._has_previous.copy_(torch.maximum(self._has_previous, mask))
         return mean
+
+    def _learn_numpy(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """`_learn` in NumPy on views of the same CPU tensors, op for op."""
+        v = self._views()
+        k = self.n_components
+        theta, noise, A, mean, cov = v["theta"], v["noise"], v["A"], v["mean"], v["cov"]
+        xn = x.numpy()
+        C, d = theta[:, :, :k], theta[:, :, k]
+        scaled = C / noise[:, :, None]
+        J = np.matmul(C.transpose(0, 2, 1), scaled)
+        h = np_bmv(scaled.transpose(0, 2, 1), xn - d)
+        prior_mean = np_bmv(A, mean)
+        prior_cov = np.matmul(np.matmul(A, cov), A.transpose(0, 2, 1)) + v["W"]
+        posterior = solve_or_nan(v["eye"] + np.matmul(prior_cov, J), prior_cov)
+        cov[...] = 0.5 * (posterior + posterior.transpose(0, 2, 1))
+        mean[...] = prior_mean + np_bmv(cov, h - np_bmv(J, prior_mean))
+        decoded = torch.from_numpy(mean.copy())
+        if y is None:
+            return decoded
+        yn = y.numpy()
+        finite = np.isfinite(yn)
+        mask = finite.all(1).astype(yn.dtype)
+        yn = np.where(finite, yn, 0.0)
+        regressor = np.concatenate([yn, np.ones_like(yn[:, :1])], axis=1)
+        residual = self._rls_numpy(theta, v["P"], regressor, xn, mask)
+        v["labelled"][...] += mask
+        rate = (self._average_rate_numpy(v["labelled"]) * mask)[:, None]
+        noise += rate * (residual * residual - noise)
+        np.maximum(noise, self.noise_floor, out=noise)
+        if self.A is None:
+            both = mask * v["has_previous"]
+            dyn_residual = self._rls_numpy(A, v["P_dyn"], v["previous"], yn, both)
+            v["pairs"][...] += both
+            rate_w = (self._average_rate_numpy(v["pairs"]) * both)[:, None, None]
+            v["W"][...] += rate_w * (np_outer(dyn_residual, dyn_residual) - v["W"])
+        keep = mask[:, None]
+        previous = v["previous"]
+        previous *= 1.0 - keep
+        previous += keep * yn
+        np.maximum(v["has_previous"], mask, out=v["has_previous"])
+        return decoded
+
+    def _average_rate_numpy(self, count: np.ndarray) -> np.ndarray:
+        """`_average_rate` in NumPy."""
+        return np.maximum(1.0 / np.maximum(count, 1.0), 1.0 - self.forgetting)
+
+    def _rls_numpy(
+        self,
+        theta: np.ndarray,
+        P: np.ndarray,
+        regressor: np.ndarray,
+        target: np.ndarray,
+        mask: np.ndarray,
+    ) -> np.ndarray:
+        """`_rls_` in NumPy, in place on the views."""
+        lam = self.forgetting
+        Pphi = np_bmv(P, regressor)
+        denom = lam + (regressor * Pphi).sum(1, keepdims=True)
+        gain = Pphi / denom * mask[:, None]
+        residual = target - np_bmv(theta, regressor)
+        theta += np_outer(residual, gain)
+        P -= np_outer(gain, Pphi)
+        P[...] = 0.5 * (P + P.transpose(0, 2, 1)) * (1.0 + mask * (1.0 / lam - 1.0))[:, None, None]
+        return residual * (lam / denom)
+
+    def _numpy_tensors(self) -> dict[str, torch.Tensor]:
+        eye = torch.eye(self.n_components, dtype=self._torch_dtype)
+        return {**self._state_tensors(), "eye": eye}
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         return self._posterior(x)[0]
