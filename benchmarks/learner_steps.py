@@ -75,6 +75,13 @@ CASES = [
         warmup=300,
     ),
     Case("biocca", lambda d: LEARNERS["biocca"](n_components=2, device=d), 64, 16, counts=False),
+    Case(
+        "biocca (eager)",
+        lambda d: LEARNERS["biocca"](n_components=2, backend="torch", device=d),
+        64,
+        16,
+        counts=False,
+    ),
     Case("kalman", _kalman, 128, counts=False),
     Case("akd", lambda d: LEARNERS["akd"](n_components=2, device=d), 96, 2),
     Case(

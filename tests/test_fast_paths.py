@@ -387,3 +387,36 @@ def test_adaptive_decoder_numpy_and_torch_backends_agree(known_dynamics: bool, b
             torch.testing.assert_close(states["numpy"][key], value, rtol=1e-8, atol=1e-10)
     labelled = sum(1 for t in range(steps) if t % 5 != 4 and t % 7 != 0)
     assert float(states["numpy"]["labelled"][0]) == labelled  # NaN rows were not learned from
+
+
+@pytest.mark.parametrize(("center", "batch"), [(True, 1), (True, 3), (False, 2)])
+def test_bio_cca_numpy_and_torch_backends_agree(center: bool, batch: int) -> None:
+    """Bio-CCA's NumPy step is its torch step: 1,500 samples of two views sharing a latent
+    signal, in float64, with steps that only infer (no second view) and the periodic
+    re-inversion of M; outputs and every state tensor."""
+    rng = np.random.default_rng(13)
+    latent = rng.normal(size=(1500, batch, 2))
+    x = torch.from_numpy(latent @ rng.normal(size=(2, 20)) + rng.normal(size=(1500, batch, 20)))
+    y = torch.from_numpy(latent @ rng.normal(size=(2, 6)) + rng.normal(size=(1500, batch, 6)))
+    learners = {
+        backend: BioCCA(
+            n_components=2,
+            eta=0.01,
+            tau=0.5,
+            center=center,
+            backend=backend,
+            device="cpu",
+            dtype="float64",
+            seed=6,
+        )
+        for backend in ("numpy", "torch")
+    }
+    for t in range(len(x)):
+        view = None if t % 6 == 5 else y[t]
+        outs = {name: learner.step(x[t], view) for name, learner in learners.items()}
+        torch.testing.assert_close(outs["numpy"], outs["torch"], rtol=1e-8, atol=1e-10)
+    states = {name: learner.state_dict() for name, learner in learners.items()}
+    for key, value in states["torch"].items():
+        if isinstance(value, torch.Tensor) and key != "_generator":
+            torch.testing.assert_close(states["numpy"][key], value, rtol=1e-8, atol=1e-10)
+    assert states["numpy"]["_learned"] == 1250

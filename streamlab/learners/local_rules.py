@@ -204,6 +204,20 @@ def _fixed_point_one(
     return y
 
 
+def np_lateral_rank_one_(
+    M: np.ndarray, Minv: np.ndarray, col: np.ndarray, rate: float, refresh: bool
+) -> None:
+    """`lateral_rank_one_` in NumPy on views of the state, in place; `col` is y as (B, k, 1)."""
+    M *= 1.0 - rate
+    M += rate * (col * col.transpose(0, 2, 1))
+    Minv /= 1.0 - rate
+    z = np.matmul(Minv, col)
+    c = rate / (1.0 + rate * (z * col).sum(axis=(1, 2), keepdims=True))
+    Minv -= (z * c) * z.transpose(0, 2, 1)
+    if refresh:
+        Minv[...] = solve_or_nan(M, np.broadcast_to(np.eye(M.shape[-1], dtype=M.dtype), M.shape))
+
+
 def np_bmv(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """Batched matrix-vector product in NumPy, (B, r, c) x (B, c) -> (B, r) (`bmv`'s twin)."""
     return np.matmul(matrix, vector[:, :, None])[:, :, 0]

@@ -29,6 +29,7 @@ from streamlab.learners.local_rules import (
     hebbian_,
     lateral_rank_one_,
     np_bmv,
+    np_lateral_rank_one_,
     rectified_fixed_point,
     rectified_fixed_point_numpy,
     solve_or_nan,
@@ -196,17 +197,7 @@ class SimilarityMatching(Learner):
         y = np.matmul(Minv, np.matmul(W, xc[:, :, None]))  # (B, k, 1)
         W *= 1.0 - hebbian_rate
         W += hebbian_rate * (y * xc[:, None, :])
-        yt = y.transpose(0, 2, 1)
-        M *= 1.0 - lateral_rate
-        M += lateral_rate * (y * yt)
-        Minv /= 1.0 - lateral_rate
-        z = np.matmul(Minv, y)
-        c = lateral_rate / (1.0 + lateral_rate * (z * y).sum(axis=(1, 2), keepdims=True))
-        Minv -= (z * c) * z.transpose(0, 2, 1)
-        if refresh:
-            Minv[...] = solve_or_nan(
-                M, np.broadcast_to(np.eye(M.shape[-1], dtype=M.dtype), M.shape)
-            )
+        np_lateral_rank_one_(M, Minv, y, lateral_rate, refresh)
         return torch.from_numpy(y[:, :, 0])
 
     def _update_numpy_one(
@@ -607,12 +598,16 @@ class BioCCA(TargetLearner):
     refresh_every
         Re-invert M every this many samples (0: never), as for `SimilarityMatching`.
     backend
-        `"auto"` (learning steps replayed as CUDA graphs on CUDA) or `"torch"` (eager).
+        `"auto"` (NumPy learning steps on the CPU up to 1,024 streams in lockstep, torch beyond;
+        replayed as CUDA graphs on CUDA), `"torch"` (eager torch ops everywhere) or `"numpy"`
+        (CPU only); the same maths on each.
     device, dtype, seed
         Torch device (`"auto"`: CUDA when present), `"float32"` or `"float64"`, and the seed of
         the initial weights (Wx, Wy ~ N(0, 1/n), M = I as in the reference).
 
     """
+
+    _numpy_max_batch = 1024  # measured: NumPy 890k samples/s at B = 512, torch 1.2M at 4,096
 
     def __init__(
         self,
@@ -634,7 +629,7 @@ class BioCCA(TargetLearner):
         self.center = center
         self.refresh_every = refresh_every
         self._init_common(device, dtype, seed)
-        self._init_backend(backend, numpy=False)
+        self._init_backend(backend)
         self._n_targets: int | None = None
         require_positive_int(n_components, "n_components")
         if eta <= 0 or eta_decay < 0 or tau <= 0:
@@ -674,6 +669,7 @@ class BioCCA(TargetLearner):
         self._n_targets = q
         self._Wy = self._randn(batch, k, q) / q**0.5
         self._mean_y = self._zeros(batch, q)
+        self._numpy_views = None  # the second view's tensors are new
 
     def _update(self, x: torch.Tensor) -> torch.Tensor:
         self._steps += 1
@@ -692,6 +688,8 @@ class BioCCA(TargetLearner):
         eta = self.eta / (1.0 + self.eta_decay * (t - 1))
         rates = (1.0 / t, 2.0 * eta, eta / self.tau)
         refresh = bool(self.refresh_every) and t % self.refresh_every == 0
+        if self._numpy_step:
+            return self._learn_numpy(x, y, rates, refresh)
         if self._graph_step:  # one static input buffer per graph: both views side by side
             n = x.shape[1]
             return self._graphed(
@@ -724,6 +722,27 @@ class BioCCA(TargetLearner):
         self._Wy.add_((z - b).unsqueeze(2) * yc.unsqueeze(1) * hebbian_rate)
         lateral_rank_one_(self._M, self._Minv, z, lateral_rate, refresh)
         return z
+
+    def _learn_numpy(
+        self, x: torch.Tensor, y: torch.Tensor, rates: tuple[float, float, float], refresh: bool
+    ) -> torch.Tensor:
+        """`_learn` in NumPy on views of the same CPU tensors, op for op."""
+        mean_rate, hebbian_rate, lateral_rate = rates
+        v = self._views()
+        Wx, Wy = v["Wx"], v["Wy"]
+        xc, yc = x.numpy(), y.numpy()
+        if self.center:
+            mean_x, mean_y = v["mean_x"], v["mean_y"]
+            mean_x += (xc - mean_x) * mean_rate
+            mean_y += (yc - mean_y) * mean_rate
+            xc, yc = xc - mean_x, yc - mean_y
+        a = np_bmv(Wx, xc)
+        b = np_bmv(Wy, yc)
+        z = np_bmv(v["Minv"], a + b)
+        Wx += (z - a)[:, :, None] * xc[:, None, :] * hebbian_rate
+        Wy += (z - b)[:, :, None] * yc[:, None, :] * hebbian_rate
+        np_lateral_rank_one_(v["M"], v["Minv"], z[:, :, None], lateral_rate, refresh)
+        return torch.from_numpy(z)
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         xc = x - self._mean_x if self.center else x
