@@ -118,6 +118,14 @@ CASES = [
         20,
         warmup=150,
     ),
+    Case(
+        "sglm (eager)",
+        lambda d: LEARNERS["sglm"](
+            n_states=3, burn_in=100, check_counts=False, backend="torch", device=d
+        ),
+        20,
+        warmup=150,
+    ),
 ]
 
 

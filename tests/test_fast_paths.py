@@ -10,15 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from streamlab.errors import ConfigError
+from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners.control import AdaptiveKalmanDecoder, BioOFC, KalmanFilter
 from streamlab.learners.cuda_graphs import GraphedUpdate
+from streamlab.learners.glm import SwitchingGLM
 from streamlab.learners.local_rules import rectified_fixed_point, rectified_fixed_point_numpy
 from streamlab.learners.similarity import (
     BioCCA,
     NonnegativeSimilarityMatching,
     SimilarityMatching,
 )
+from streamlab.sim.switching import simulate_switching_glm
 
 
 def _stream(steps: int, batch: int, n: int, seed: int = 0) -> np.ndarray:
@@ -420,3 +422,56 @@ def test_bio_cca_numpy_and_torch_backends_agree(center: bool, batch: int) -> Non
         if isinstance(value, torch.Tensor) and key != "_generator":
             torch.testing.assert_close(states["numpy"][key], value, rtol=1e-8, atol=1e-10)
     assert states["numpy"]["_learned"] == 1250
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"prior": "none"},
+        {"prior": "gaussian", "n_basis": 2, "basis": "raised_cosine"},
+        {"prior": "onehot", "burn_in_fit": "moments"},
+        {"prior": "gaussian", "n_inputs": 2, "check_counts": False},
+    ],
+)
+def test_switching_glm_numpy_and_torch_backends_agree(options: dict) -> None:
+    """The switching GLM's NumPy online step is its torch step: 1,000 bins of 2 simulated
+    recordings in float64 past a 300-bin burn-in (EM or moments), with each prior (their torch
+    steps interleaved on the same memory) and the curvature's periodic re-inversion; outputs,
+    the bin's log-likelihood and every state tensor."""
+    recording = simulate_switching_glm(1000, batch=2, seed=0)
+    x = torch.from_numpy(recording.counts.astype(np.float64))
+    learners = {
+        backend: SwitchingGLM(
+            n_states=3,
+            burn_in=300,
+            refresh_every=100,
+            backend=backend,
+            device="cpu",
+            dtype="float64",
+            seed=1,
+            **options,
+        )
+        for backend in ("numpy", "torch")
+    }
+    for t in range(len(x)):
+        outs = {name: learner.step(x[t]) for name, learner in learners.items()}
+        torch.testing.assert_close(outs["numpy"], outs["torch"], rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(
+            learners["numpy"].extra_outputs()["log_likelihood"],
+            learners["torch"].extra_outputs()["log_likelihood"],
+            rtol=1e-9,
+            atol=1e-9,
+        )
+    states = {name: learner.state_dict() for name, learner in learners.items()}
+    for key, value in states["torch"].items():
+        if isinstance(value, torch.Tensor) and key != "_generator":
+            torch.testing.assert_close(states["numpy"][key], value, rtol=1e-8, atol=1e-10)
+    assert states["numpy"]["cursor"] == states["torch"]["cursor"] == 1000
+
+
+def test_switching_glm_numpy_step_still_checks_counts() -> None:
+    learner = SwitchingGLM(n_states=2, burn_in=0, device="cpu")
+    learner.step(torch.ones(4))
+    assert learner._numpy_step
+    with pytest.raises(InputShapeError, match="negative or fractional count"):
+        learner.step(torch.tensor([1.0, 0.5, 0.0, 2.0]))

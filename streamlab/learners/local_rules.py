@@ -229,10 +229,14 @@ def np_outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def np_lerp(start: np.ndarray, end: np.ndarray, weight: np.ndarray | float) -> np.ndarray:
-    """`torch.lerp` in NumPy, with its two-sided formula (exact at weights 0 and 1)."""
-    return np.where(
-        weight < 0.5, start + weight * (end - start), end - (end - start) * (1.0 - weight)
-    )
+    """`torch.lerp` in NumPy, with its two-sided formula (exact at weights 0 and 1); only the
+    side(s) the weights need are computed."""
+    low = np.less(weight, 0.5)
+    if low.all():
+        return start + weight * (end - start)
+    if not low.any():
+        return end - (end - start) * (1.0 - weight)
+    return np.where(low, start + weight * (end - start), end - (end - start) * (1.0 - weight))
 
 
 def solve_or_nan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
