@@ -86,22 +86,52 @@ def _check_mat5(raw: bytes, path: Path) -> None:
         raise SessionError(f"{path} is corrupt: {problem}")
 
 
-_MI_MATRIX, _MI_COMPRESSED, _CELL, _STRUCT = 14, 15, 1, 2
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+_CELL, _STRUCT, _OBJECT, _CHAR, _SPARSE = 1, 2, 3, 4, 5
+_COMPLEX = 0x800  # the array-flags bit of a matrix with an imaginary part
+# the MAT v5 data types (miINT8 ... miUTF32; 8, 10 and 11 are reserved): scipy's reader indexes
+# tables with them unchecked, and crashes the process (a segmentation fault, not an exception)
+# on any other value, or when a matrix lacks a part its class and flags promise
+_DATA_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 14, 15, 16, 17, 18})
+
+Element = tuple[int, int, bytes]  # (data type, offset, body)
 
 
-def _check_elements(data: bytes, endian: str, budget: int) -> str | None:
-    """The first inconsistency among the MAT v5 data elements in `data` (None if none): a size
-    larger than its container, a cell or struct array with more elements than bytes to hold
-    them, or compressed content inflating past `budget` bytes."""
+def _split_elements(data: bytes, endian: str) -> tuple[list[Element], str | None]:
+    """The MAT v5 data elements laid end to end in `data`, and the first problem that stopped
+    the walk (None if none): a data type MATLAB does not write, or a size larger than what is
+    left."""
+    elements: list[Element] = []
     offset = 0
     while offset + 8 <= len(data):
         kind, size = struct.unpack_from(endian + "II", data, offset)
         if kind >> 16:  # small element: type and size share the first word, data the second
+            kind, size = kind & 0xFFFF, kind >> 16
+            if kind not in _DATA_TYPES or size > 4:
+                return elements, f"a small element at byte {offset} has type {kind}, size {size}"
+            elements.append((kind, offset, data[offset + 4 : offset + 4 + size]))
             offset += 8
             continue
+        if kind not in _DATA_TYPES:
+            return elements, f"an element at byte {offset} has data type {kind}, not a MAT type"
         body = data[offset + 8 : offset + 8 + size]
         if len(body) < size:
-            return f"an element at byte {offset} states {size} bytes, only {len(body)} follow"
+            return (
+                elements,
+                f"an element at byte {offset} states {size} bytes, only {len(body)} follow",
+            )
+        elements.append((kind, offset, body))
+        offset += 8 + size + (-size % 8 if kind != _MI_COMPRESSED else 0)
+    return elements, None
+
+
+def _check_elements(data: bytes, endian: str, budget: int) -> str | None:
+    """The first inconsistency among the MAT v5 data elements in `data` (None if none): see
+    `_split_elements`, `_check_matrix`, and compressed content inflating past `budget` bytes."""
+    elements, problem = _split_elements(data, endian)
+    if problem:
+        return problem
+    for kind, offset, body in elements:
         if kind == _MI_COMPRESSED:
             inflater = zlib.decompressobj()
             try:
@@ -113,35 +143,60 @@ def _check_elements(data: bytes, endian: str, budget: int) -> str | None:
             problem = _check_elements(inner, endian, budget)
         elif kind == _MI_MATRIX:
             problem = _check_matrix(body, endian, budget)
-        else:
-            problem = None
         if problem:
             return problem
-        offset += 8 + size + (-size % 8 if kind != _MI_COMPRESSED else 0)
     return None
 
 
 def _check_matrix(body: bytes, endian: str, budget: int) -> str | None:
-    """A miMATRIX: its sub-elements must fit, and a cell or struct array's element count must not
-    exceed the bytes left for its elements (each needs an 8-byte tag at least)."""
+    """A miMATRIX: array flags, dimensions and name, then every part its class needs (the data,
+    and its imaginary part if flagged complex; a sparse matrix's indices; a cell's or struct's
+    elements, each a matrix checked in turn), each of them present."""
     if len(body) < 16:
         return None  # an empty matrix
-    flags_kind, flags_size = struct.unpack_from(endian + "II", body, 0)
-    if flags_kind >> 16 or flags_size != 8 or len(body) < 24:
-        return "a matrix element has a malformed array-flags sub-element"
-    array_class = struct.unpack_from(endian + "I", body, 8)[0] & 0xFF
-    dims_kind, dims_size = struct.unpack_from(endian + "II", body, 16)
-    if dims_kind >> 16:
-        dims_size = dims_kind >> 16
-        dims_bytes, after = body[20:24], 24
-    else:
-        dims_bytes, after = body[24 : 24 + dims_size], 24 + dims_size + (-dims_size % 8)
-    if len(dims_bytes) < dims_size or dims_size % 4:
+    elements, problem = _split_elements(body, endian)
+    if problem:
+        return problem
+    if len(elements) < 3 or len(elements[0][2]) != 8 or elements[0][1] != 0:
+        return "a matrix element has malformed array flags, dimensions or name"
+    flags = struct.unpack_from(endian + "I", elements[0][2], 0)[0]
+    array_class, dims = flags & 0xFF, elements[1][2]
+    if len(dims) % 4 or not dims:
         return "a matrix element's dimensions do not fit in it"
-    count = math.prod(struct.unpack_from(f"{endian}{dims_size // 4}i", dims_bytes))
-    if array_class in (_CELL, _STRUCT) and not 0 <= count <= len(body) // 8:
-        return f"a cell or struct array states {count} elements in {len(body)} bytes"
-    return _check_elements(body[after:], endian, budget)
+    count = math.prod(struct.unpack_from(f"{endian}{len(dims) // 4}i", dims))
+    parts = elements[3:]
+    complex_part = 1 if flags & _COMPLEX else 0
+    if array_class == _CHAR or 6 <= array_class <= 15:  # char, numeric: the data (real, imag)
+        needed, children = 1 + complex_part, []
+    elif array_class == _SPARSE:  # row indices, column starts, values (real, imag)
+        needed, children = 3 + complex_part, []
+    elif array_class == _CELL:
+        if count < 0:
+            return f"a cell array states {count} elements"
+        needed, children = count, parts[:count]
+    elif array_class in (_STRUCT, _OBJECT):
+        head = 3 if array_class == _OBJECT else 2  # (class name,) name length, field names
+        if len(parts) < head or count < 0:
+            return "a struct array lacks its field names"
+        length = int.from_bytes(parts[head - 2][2][:4], "big" if endian == ">" else "little")
+        names = len(parts[head - 1][2])
+        if length <= 0 or names % length:
+            return f"a struct array's field names ({names} bytes) are not in {length}-byte slots"
+        needed = head + count * (names // length)
+        children = parts[head:needed]
+    else:
+        return f"a matrix element has array class {array_class}, which spikes.mat does not hold"
+    if len(parts) < needed:
+        return f"a matrix element of class {array_class} holds {len(parts)} parts, needs {needed}"
+    if not children and any(kind in (_MI_MATRIX, _MI_COMPRESSED) for kind, _, _ in parts[:needed]):
+        return f"a matrix element of class {array_class} holds a matrix where its data should be"
+    for kind, offset, child in children:
+        if kind != _MI_MATRIX:
+            return f"an element of a cell or struct array at byte {offset} is not a matrix"
+        problem = _check_matrix(child, endian, budget)
+        if problem:
+            return problem
+    return None
 
 
 def _spike_times(times: object, path: Path) -> np.ndarray:

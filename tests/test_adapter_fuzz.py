@@ -6,6 +6,7 @@ says what was wrong: never another exception, never an allocation beyond what th
 from __future__ import annotations
 
 import io
+import struct
 import tempfile
 import tracemalloc
 import zipfile
@@ -177,3 +178,33 @@ def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
     buffer = io.BytesIO()
     np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=allow_pickle)
     return buffer.getvalue()
+
+
+def _corrupt(valid: bytes, find: bytes, replace: bytes) -> bytes:
+    assert valid.count(find) >= 1, "the valid file's layout changed"
+    return valid.replace(find, replace, 1)
+
+
+TAG = struct.Struct("<II")
+
+
+@pytest.mark.parametrize(
+    ("find", "replace", "reason"),
+    [
+        # a data element's type set to one MATLAB never writes
+        (TAG.pack(9, 16), TAG.pack(224, 16), "data type 224"),
+        # a double matrix flagged complex, with no imaginary part after its real one
+        (TAG.pack(6, 8) + TAG.pack(6, 0), TAG.pack(6, 8) + TAG.pack(0x806, 0), "needs 2"),
+        # a cell array relabelled as numeric: its cells would be read as its data
+        (TAG.pack(6, 8) + TAG.pack(1, 0), TAG.pack(6, 8) + TAG.pack(7, 0), "where its data"),
+    ],
+)
+def test_spikes_mat_corruptions_that_crash_scipys_reader_are_refused_first(
+    tmp_path, find: bytes, replace: bytes, reason: str
+) -> None:
+    """Each of these made scipy's MAT reader crash the whole process (a segmentation fault,
+    found by fuzzing): the check before it must refuse them with a SessionError instead."""
+    (tmp_path / "spikes.mat").write_bytes(_corrupt(SPIKES, find, replace))
+    (tmp_path / "trajectory.videoPositionTracking").write_bytes(TRACKING)
+    with pytest.raises(SessionError, match=reason):
+        load_linear_track(tmp_path)
