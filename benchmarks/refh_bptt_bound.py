@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.test_refh import (  # the experiment is defined beside its test
+from streamlab.sim.spring import (
     HALF_RANGE,
+    N_NEURONS,
     TRIAL,
     centre_of_mass,
     kalman_on_centre_of_mass,
@@ -39,7 +37,6 @@ from tests.test_refh import (  # the experiment is defined beside its test
     wrap,
 )
 
-N_NEURONS = 15
 BATCH = 40
 TRAIN_TRIALS = 10
 

@@ -435,11 +435,12 @@ def test_a_live_pub_rig_ten_times_faster_than_the_learners_costs_gaps_not_memory
     tmp_path, endpoint
 ) -> None:
     """A PUB rig at 10 kHz x 384 channels (frames of 10 samples) into `attach` with learners that
-    manage about a tenth of that: the run's resident memory stays flat, bounded by the
-    high-water marks (`--hwm 100` frames a side here, 3 MB; the default 10,000 bounds it at
-    10,000 frames), and what it could not take is recorded as gaps whose sizes account for
-    every missing sample. (What a PUB rig still holds queued when it exits, its eos included,
-    is lost unseen: PUB/SUB is for live rigs; PUSH loses nothing.)"""
+    manage about a tenth of that (their eager torch steps; NumPy's keep up with half): the run's
+    resident memory stays flat, bounded by the high-water marks (`--hwm 100` frames a side here,
+    3 MB; the default 10,000 bounds it at 10,000 frames), and what it could not take is recorded
+    as gaps whose sizes account for every missing sample. (What a PUB rig still holds queued
+    when it exits, its eos included, is lost unseen: PUB/SUB is for live rigs; PUSH loses
+    nothing.)"""
     bounded = ["--hwm", "100"]  # frames of 15 KB: at most 3 MB queued across both sockets
     rig = subprocess.Popen(
         [
@@ -463,9 +464,9 @@ def test_a_live_pub_rig_ten_times_faster_than_the_learners_costs_gaps_not_memory
                 "attach", endpoint, "--store", str(tmp_path / "slow.zarr"), *bounded
             ),
             "--learner",
-            "sm:n_components=16",
+            "sm:n_components=16,backend=torch",
             "--learner",
-            "nsm:n_components=8",
+            "nsm:n_components=8,backend=torch",
             "--until-eos",
             "--seconds",
             "15",
