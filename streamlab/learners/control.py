@@ -314,7 +314,7 @@ class AdaptiveKalmanDecoder(TargetLearner):
         As for every learner; the decoder is deterministic.
     """
 
-    _numpy_max_batch = 512  # measured: NumPy ahead up to 64 streams, even at 512, behind at 4,096
+    _numpy_max_batch = 512  # measured: NumPy ahead to 64 streams, level at 512, behind at 4,096
 
     def __init__(
         self,

@@ -341,7 +341,7 @@ class NonnegativeSimilarityMatching(Learner):
 
     """
 
-    _numpy_max_batch = 1024  # measured: NumPy 290k samples/s at B = 512, torch 350k at 4,096
+    _numpy_max_batch = 1024  # measured (noisy 2-core VM): NumPy ahead to 64 streams, torch at 4,096
 
     def __init__(
         self,
@@ -607,7 +607,9 @@ class BioCCA(TargetLearner):
 
     """
 
-    _numpy_max_batch = 1024  # measured: NumPy 890k samples/s at B = 512, torch 1.2M at 4,096
+    _numpy_max_batch = (
+        1024  # measured (noisy 2-core VM): NumPy ahead to 512 streams, torch at 4,096
+    )
 
     def __init__(
         self,
