@@ -218,14 +218,24 @@ def test_kalman_numpy_and_torch_backends_agree() -> None:
 
 
 def test_numpy_steps_give_nan_not_an_exception_on_a_singular_system() -> None:
-    """A NaN sample makes the NumPy steps' solves singular: NaN out, for the pipeline's
-    roll-back, as torch's error-free solves give."""
+    """A NaN sample gives NaN out of every NumPy step (the Kalman filter's and PSP's through a
+    singular solve), for the pipeline's roll-back, as the torch steps give: never an
+    exception."""
     kf = KalmanFilter(A=[[1.0]], C=[[1.0], [1.0]], device="cpu")
     kf.step(torch.ones(2))
     assert not torch.isfinite(kf.step(torch.tensor([float("nan"), 1.0]))).all()
     sm = SimilarityMatching(n_components=2, refresh_every=1, device="cpu")
     sm.step(torch.ones(4))
     assert not torch.isfinite(sm.step(torch.tensor([float("nan"), 1.0, 2.0, 3.0]))).all()
+    bad = torch.tensor([float("nan"), 1.0, 2.0, 3.0])
+    nsm = NonnegativeSimilarityMatching(n_components=2, init_samples=2, device="cpu", seed=0)
+    akd = AdaptiveKalmanDecoder(n_components=2, device="cpu")
+    glm = SwitchingGLM(n_states=2, burn_in=0, check_counts=False, device="cpu")
+    for learner in (nsm, akd, glm):
+        for t in range(3):
+            learner.step(torch.tensor([1.0, 0.0, 2.0, float(t)]))
+        assert learner._numpy_step
+        assert not torch.isfinite(learner.step(bad)).all(), type(learner).__name__
 
 
 @pytest.mark.parametrize("advantage_clip", [0.0, 2.0])
