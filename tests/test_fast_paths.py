@@ -30,6 +30,15 @@ def _stream(steps: int, batch: int, n: int, seed: int = 0) -> np.ndarray:
     return rng.poisson(2.0, (steps, batch, n)) + latent
 
 
+def _assert_same_state(learners: dict, rtol: float, atol: float) -> dict[str, dict]:
+    """The "numpy" learner's state tensors match the "torch" one's; returns both state dicts."""
+    states = {name: learner.state_dict() for name, learner in learners.items()}
+    for key, value in states["torch"].items():
+        if isinstance(value, torch.Tensor) and key != "_generator":
+            torch.testing.assert_close(states["numpy"][key], value, rtol=rtol, atol=atol)
+    return states
+
+
 @pytest.mark.parametrize(
     ("center", "normalize", "batch"),
     [(True, True, 3), (False, False, 3), (True, False, 3), (True, True, 1), (False, True, 1)],
@@ -53,10 +62,7 @@ def test_numpy_and_torch_backends_agree(center: bool, normalize: bool, batch: in
     for t in range(len(x)):
         outs = {name: learner.step(x[t]) for name, learner in learners.items()}
         torch.testing.assert_close(outs["numpy"], outs["torch"], rtol=1e-7, atol=1e-8)
-    states = {name: learner.state_dict() for name, learner in learners.items()}
-    for key, value in states["torch"].items():
-        if isinstance(value, torch.Tensor) and key != "_generator":
-            torch.testing.assert_close(states["numpy"][key], value, rtol=1e-7, atol=1e-8)
+    states = _assert_same_state(learners, rtol=1e-7, atol=1e-8)
     assert states["numpy"]["_steps"] == states["torch"]["_steps"] == 2000
 
 
@@ -343,10 +349,7 @@ def test_nonnegative_numpy_and_torch_backends_agree(data: str, batch: int) -> No
         several_active += int(((outs["numpy"] > 0).sum(-1) > 1).any())
     if data == "ring":
         assert several_active > 100  # the multi-unit solves were exercised
-    states = {name: learner.state_dict() for name, learner in learners.items()}
-    for key, value in states["torch"].items():
-        if isinstance(value, torch.Tensor) and key != "_generator":
-            torch.testing.assert_close(states["numpy"][key], value, rtol=1e-8, atol=1e-10)
+    _assert_same_state(learners, rtol=1e-8, atol=1e-10)
 
 
 def test_nonnegative_auto_backend_is_numpy_for_small_batches_only() -> None:
@@ -393,10 +396,7 @@ def test_adaptive_decoder_numpy_and_torch_backends_agree(known_dynamics: bool, b
         decoded.append(outs["numpy"].reshape(batch, 2)[0, 0])
     late = torch.stack(decoded[600:]), torch.from_numpy(z[600:, 0, 0])
     assert torch.corrcoef(torch.stack(late))[0, 1] > 0.5  # a working decoder, not just agreement
-    states = {name: learner.state_dict() for name, learner in learners.items()}
-    for key, value in states["torch"].items():
-        if isinstance(value, torch.Tensor) and key != "_generator":
-            torch.testing.assert_close(states["numpy"][key], value, rtol=1e-8, atol=1e-10)
+    states = _assert_same_state(learners, rtol=1e-8, atol=1e-10)
     labelled = sum(1 for t in range(steps) if t % 5 != 4 and t % 7 != 0)
     assert float(states["numpy"]["labelled"][0]) == labelled  # NaN rows were not learned from
 
@@ -427,10 +427,7 @@ def test_bio_cca_numpy_and_torch_backends_agree(center: bool, batch: int) -> Non
         view = None if t % 6 == 5 else y[t]
         outs = {name: learner.step(x[t], view) for name, learner in learners.items()}
         torch.testing.assert_close(outs["numpy"], outs["torch"], rtol=1e-8, atol=1e-10)
-    states = {name: learner.state_dict() for name, learner in learners.items()}
-    for key, value in states["torch"].items():
-        if isinstance(value, torch.Tensor) and key != "_generator":
-            torch.testing.assert_close(states["numpy"][key], value, rtol=1e-8, atol=1e-10)
+    states = _assert_same_state(learners, rtol=1e-8, atol=1e-10)
     assert states["numpy"]["_learned"] == 1250
 
 
@@ -472,10 +469,7 @@ def test_switching_glm_numpy_and_torch_backends_agree(options: dict) -> None:
             rtol=1e-9,
             atol=1e-9,
         )
-    states = {name: learner.state_dict() for name, learner in learners.items()}
-    for key, value in states["torch"].items():
-        if isinstance(value, torch.Tensor) and key != "_generator":
-            torch.testing.assert_close(states["numpy"][key], value, rtol=1e-8, atol=1e-10)
+    states = _assert_same_state(learners, rtol=1e-8, atol=1e-10)
     assert states["numpy"]["cursor"] == states["torch"]["cursor"] == 1000
 
 
