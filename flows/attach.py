@@ -37,10 +37,13 @@ def attach_flow(
     resume: bool = False,
     record_input: bool = True,
     checkpoint_every: int = 5000,
+    calibrate: float | None = None,
 ) -> dict[str, Any]:
     """Attach `learners` (default `sm`) to the stream at `endpoint` into `store`: until its eos
     (`until_eos`), for `seconds`, or until the flow run is cancelled (the store then keeps its
-    last checkpoint; rerun with `resume=True`). Resuming continues the store's own learners."""
+    last checkpoint; rerun with `resume=True`). Resuming continues the store's own learners.
+    With `calibrate`, the learners taking y get it for that many seconds of stream time only,
+    then decode without it."""
     if seconds is None and not until_eos:
         raise ConfigError("give seconds, or until_eos=True, or both: otherwise the run never ends")
     if seconds is not None and seconds <= 0:
@@ -58,5 +61,6 @@ def attach_flow(
         resume=resume,
         record_input=record_input,
         checkpoint_every=checkpoint_every,
+        calibrate=calibrate,
     )
     return attach_stream(endpoint, options, seconds, until_eos)

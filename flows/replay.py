@@ -26,14 +26,23 @@ def replay_one(
     rate: float | None = None,
     overwrite: bool = False,
     reader_options: dict[str, Any] | None = None,
+    calibrate: float | None = None,
 ) -> dict[str, Any]:
     """Replay one session into one store (kept inside $STREAMLAB_STORE_ROOT when it is set);
     returns the run's final metrics and wall time. `reader_options` go to `open_session`
-    (e.g. `bin_s` for spike times)."""
+    (e.g. `bin_s` for spike times); `calibrate` seconds of labels, then decoding without them
+    (the input is then recorded, so `streamlab score` can score the store)."""
     started = time.perf_counter()
     store = confined_store(store)
     loaded = open_session(session, rate=rate, **(reader_options or {}))
-    options = AttachOptions(store=store, learners=learners, pattern="pull", overwrite=overwrite)
+    options = AttachOptions(
+        store=store,
+        learners=learners,
+        pattern="pull",
+        overwrite=overwrite,
+        calibrate=calibrate,
+        record_input=calibrate is not None,
+    )
     progress = replay(loaded, options, realtime=realtime)
     return {
         "session": session,
@@ -51,9 +60,14 @@ def replay_flow(
     realtime: bool = False,
     rate: float | None = None,
     overwrite: bool = False,
+    calibrate: float | None = None,
+    reader_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Replay one recorded session through the learners (default: `sm`) into `store`."""
-    return replay_one(session, store, learners or ["sm"], realtime, rate, overwrite)
+    """Replay one recorded session through the learners (default: `sm`) into `store`; with
+    `calibrate`, the learners taking y get it for that many seconds only (see `replay_one`)."""
+    return replay_one(
+        session, store, learners or ["sm"], realtime, rate, overwrite, reader_options, calibrate
+    )
 
 
 @task(cache_policy=NO_CACHE, task_run_name="lockstep replay of {n_sessions} sessions")

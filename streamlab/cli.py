@@ -178,6 +178,13 @@ def _parser() -> argparse.ArgumentParser:
         "factor of it (e.g. 2 for twice as fast)",
     )
     replay.add_argument("--realtime", action="store_true", help="the same as --speed realtime")
+    replay.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="replay only the session's first SECONDS (e.g. the running part of the track)",
+    )
     replay.set_defaults(handler=_cmd_replay)
 
     plant = sub.add_parser(
@@ -283,6 +290,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=_cmd_report)
 
+    score = sub.add_parser(
+        "score",
+        help="score a calibrated run's decoders on the decoded part, beside offline baselines",
+    )
+    score.add_argument("store", help="a run store made with --calibrate and --record-input")
+    score.add_argument(
+        "--no-shift-control",
+        action="store_true",
+        help="skip the shift control (rerunning each decoder on spikes shifted against labels)",
+    )
+    score.set_defaults(handler=_cmd_score)
+
     inspect = sub.add_parser(
         "inspect", help="what a store holds: learners, rows, gaps, rejects, status"
     )
@@ -330,6 +349,15 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the learners' random generators"
     )
+    parser.add_argument(
+        "--calibrate",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give the learners taking y their labels only for the first SECONDS of stream "
+        "time, then decode without them (the y channels are still stored as the truth; "
+        "`streamlab score STORE` scores the decoded part)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no live progress line")
     parser.add_argument(
         "--curve-secret", metavar="FILE", help="this run's CURVE key pair (NAME.key_secret)"
@@ -366,6 +394,7 @@ def _options(args: argparse.Namespace, pattern: str) -> Any:
         keep_checkpoints=args.keep_checkpoints,
         device=args.device,
         seed=args.seed,
+        calibrate=args.calibrate,
         curve_secret=args.curve_secret,
         curve_server_key=args.curve_server_key,
         curve_allow=args.curve_allow,
@@ -420,6 +449,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         series=args.series,
         position=args.position or None,
     )
+    if args.duration is not None:
+        session = session.head(args.duration)
     speed = _speed("realtime" if args.realtime else args.speed)
     printer = ProgressPrinter(quiet=args.quiet)
     progress = replay(
@@ -698,6 +729,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     html_path = write_report(args.store, args.out)
     print(f"report: {html_path}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from streamlab.scoring import score_store
+
+    for name, table in score_store(args.store, shift_control=not args.no_shift_control).items():
+        print(f"decoder {name}: {table.format()}\n")
     return 0
 
 

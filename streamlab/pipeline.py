@@ -55,7 +55,13 @@ class Pipeline:
     The pipeline follows one data stream: the first whose frames arrive (or `stream` if given,
     or the resumed one); frames of other streams are counted as ignored. `targets` maps a
     learner's name to the channels (hello names, or indices) it gets as y in `step(x, y)`; its
-    x is then the other channels."""
+    x is then the other channels.
+
+    With `calibrate` (seconds of stream time), the learners taking y get it only for samples
+    whose time is before the stream's first sample time plus `calibrate`; after that they get
+    no y (predict only), whatever the stream's y channels hold (those are still stored as the
+    truth). Sinks hear of the boundary through `on_calibration`. A resumed run passes the
+    stored boundary as `calibration_end_t`."""
 
     def __init__(
         self,
@@ -69,6 +75,8 @@ class Pipeline:
         on_progress: Callable[[Progress], None] | None = None,
         resume: ResumePoint | None = None,
         targets: Mapping[str, Sequence[str | int]] | None = None,
+        calibrate: float | None = None,
+        calibration_end_t: float | None = None,
     ) -> None:
         if not learners:
             raise ValueError("a pipeline needs at least one learner")
@@ -76,6 +84,10 @@ class Pipeline:
         unknown = set(self.targets) - set(learners)
         if unknown:
             raise ConfigError(f"targets name learners {sorted(unknown)} that are not running")
+        check_calibrate(calibrate, self.targets)
+        self.calibrate = calibrate
+        self.calibration_end_t = calibration_end_t
+        self._labelled = True  # whether samples still carry y (False once calibration ended)
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._sinks_open = False
         # each learner's state at the last checkpoint, to roll back to if it diverges
@@ -175,14 +187,17 @@ class Pipeline:
                     frame.kind,
                     frame.rate or meta.get("rate"),
                     meta,
-                )
+                ),
+                first_t=frame.t,
             )
         elif frame.stream != self._stream.name:
             self.progress.ignored += 1
             return False
         return True
 
-    def _start_stream(self, stream: StreamInfo) -> None:
+    def _start_stream(self, stream: StreamInfo, first_t: float | None = None) -> None:
+        if self.calibrate is not None and self.calibration_end_t is None and first_t is not None:
+            self.calibration_end_t = first_t + self.calibrate
         self._splits = {
             name: split_channels(stream, channels, name) for name, channels in self.targets.items()
         }
@@ -208,15 +223,19 @@ class Pipeline:
         x = torch.from_numpy(data.astype(np.float32) if data.dtype != np.float32 else data.copy())
         m = frame.n_samples
         latency = np.empty((len(self.learners), m), dtype=np.int64)
+        labelled = self._labelled_samples(frame)
         if m == 1:  # the live closed loop's case: no per-frame lists and stacks
-            outs, extra = self._step_sample(x[0], frame.received_ns, latency, 0)
+            outs, extra = self._step_sample(x[0], frame.received_ns, latency, 0, labelled > 0)
             outputs = {name: out.unsqueeze(0) for name, out in outs.items()}
             extras = {
                 name: {key: value.unsqueeze(0) for key, value in by_key.items()}
                 for name, by_key in extra.items()
             }
         else:
-            steps = [self._step_sample(x[i], frame.received_ns, latency, i) for i in range(m)]
+            steps = [
+                self._step_sample(x[i], frame.received_ns, latency, i, i < labelled)
+                for i in range(m)
+            ]
             outputs = {name: torch.stack([outs[name] for outs, _ in steps]) for name in steps[0][0]}
             extras = {
                 name: {key: torch.stack([extra[name][key] for _, extra in steps]) for key in keys}
@@ -226,6 +245,8 @@ class Pipeline:
             self._open_sinks()
         for sink in self.sinks:
             sink.on_frame(frame, outputs, latency, extras)
+        if labelled < m:
+            self._end_calibration(frame, labelled)
         for name, output in outputs.items():
             if not _all_finite(output):  # one check per frame, not per sample
                 first_bad = int((~torch.isfinite(output).all(dim=1)).nonzero()[0, 0])
@@ -237,19 +258,48 @@ class Pipeline:
         if self._since_checkpoint >= self.checkpoint_every:
             self._checkpoint(frame)
 
+    def _labelled_samples(self, frame: Frame) -> int:
+        """How many of `frame`'s samples, from its first, still carry y (all of them unless
+        calibration ends inside or before this frame)."""
+        end = self.calibration_end_t
+        if end is None or not self._labelled:
+            return frame.n_samples if self._labelled else 0
+        rate = frame.rate or (self._stream.rate if self._stream is not None else None)
+        if frame.n_samples == 1 or not rate:
+            return frame.n_samples if frame.t < end else 0
+        times = frame.t + np.arange(frame.n_samples) / rate
+        return int(np.searchsorted(times, end, side="left"))
+
+    def _end_calibration(self, frame: Frame, labelled: int) -> None:
+        """Calibration ended at sample `labelled` of `frame`: no y from here on; tell the sinks
+        (once) where."""
+        if not self._labelled:
+            return
+        self._labelled = False
+        rate = frame.rate or (self._stream.rate if self._stream is not None else None)
+        t = frame.t + labelled / rate if rate else frame.t
+        assert self.calibrate is not None and self.calibration_end_t is not None
+        for sink in self.sinks:
+            sink.on_calibration(self.calibrate, self.calibration_end_t, frame.seq + labelled, t)
+
     def _step_sample(
-        self, sample: torch.Tensor, received_ns: int, latency: np.ndarray, i: int
+        self,
+        sample: torch.Tensor,
+        received_ns: int,
+        latency: np.ndarray,
+        i: int,
+        labelled: bool = True,
     ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
         """Every learner's step on one sample, in order, recording in `latency[j, i]` the time
-        from the frame's arrival to learner j's output. Returns the outputs (k,) and the extra
-        outputs (d,) by learner."""
+        from the frame's arrival to learner j's output; learners taking y get it only when
+        `labelled`. Returns the outputs (k,) and the extra outputs (d,) by learner."""
         outputs: dict[str, torch.Tensor] = {}
         extras: dict[str, dict[str, torch.Tensor]] = {}
         splits = self._splits
         for j, (name, learner) in enumerate(self.learners.items()):
             if name in splits:
                 xs, ys = splits[name]
-                outputs[name] = learner.step(sample[xs], sample[ys])
+                outputs[name] = learner.step(sample[xs], sample[ys] if labelled else None)
             else:
                 outputs[name] = learner.step(sample)
             latency[j, i] = time.perf_counter_ns() - received_ns
@@ -328,6 +378,20 @@ class Pipeline:
             p.p50_us, p.p99_us = self.latency.recent_quantiles_us()
         if self.on_progress is not None:
             self.on_progress(p)
+
+
+def check_calibrate(calibrate: float | None, targets: Mapping[str, Sequence[Any]]) -> None:
+    """`calibrate` is None, or a positive number of seconds for a run where some learner takes
+    y (otherwise there is nothing to withhold)."""
+    if calibrate is None:
+        return
+    if not (isinstance(calibrate, int | float) and calibrate > 0 and np.isfinite(calibrate)):
+        raise ConfigError(f"calibrate must be a positive number of seconds, got {calibrate!r}")
+    if not targets:
+        raise ConfigError(
+            "calibrate withholds y after calibration, but no learner takes y: give one a target, "
+            "e.g. --learner akd:y=x+y"
+        )
 
 
 def _all_finite(output: torch.Tensor) -> bool:

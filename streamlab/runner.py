@@ -13,7 +13,7 @@ from typing import Any, Literal
 from streamlab.errors import ConfigError, StoreError
 from streamlab.learners import LearnerSpec, build_learners, learner_targets, parse_spec
 from streamlab.metrics import Progress
-from streamlab.pipeline import Pipeline, ResumePoint
+from streamlab.pipeline import Pipeline, ResumePoint, check_calibrate
 from streamlab.sessions import Session
 from streamlab.sinks import Sink, StreamInfo, ZarrSink, ZmqOutputSink
 from streamlab.store.run_store import RunStore
@@ -39,6 +39,7 @@ class AttachOptions:
     keep_checkpoints: int = 10
     device: str = "auto"
     seed: int | None = 0
+    calibrate: float | None = None  # seconds of stream time with y; then predict only
     curve_secret: str | None = None
     curve_server_key: str | None = None
     curve_allow: str | None = None
@@ -92,7 +93,8 @@ def attach(
                 store, record_input=options.record_input, keep_checkpoints=options.keep_checkpoints
             )
         ]
-        targets = learner_targets(store.attrs["streamlab"]["config"]["learners"])
+        config = store.attrs["streamlab"]["config"]
+        targets = learner_targets(config["learners"])
         if options.publish:  # first: outputs go back before the store's bookkeeping
             sinks.insert(
                 0, ZmqOutputSink(options.publish, curve=options.output_curve(), targets=targets)
@@ -105,6 +107,8 @@ def attach(
             on_progress=on_progress,
             resume=resume,
             targets=targets,
+            calibrate=config.get("calibrate"),
+            calibration_end_t=_calibration_end(store, config) if resume is not None else None,
         )
         if on_pipeline is not None:
             on_pipeline(pipeline)
@@ -117,6 +121,7 @@ def _open_run(
     specs = [parse_spec(spec) for spec in options.learners]
     overrides = {"device": options.device, "seed": options.seed}
     if not options.resume:
+        check_calibrate(options.calibrate, learner_targets(specs))
         config = {
             "endpoint": endpoint,
             "learners": [str(s) for s in specs],
@@ -126,6 +131,7 @@ def _open_run(
             "record_input": options.record_input,
             "device": options.device,
             "seed": options.seed,
+            "calibrate": options.calibrate,
         }
         store = RunStore.create(
             options.store, config=config, source={"endpoint": endpoint}, overwrite=options.overwrite
@@ -139,6 +145,11 @@ def _open_run(
             f"--resume with learners {[str(s) for s in specs]} but the store ran "
             f"{config['learners']}; "
             "omit --learner to resume with the stored ones"
+        )
+    if options.calibrate is not None and options.calibrate != config.get("calibrate"):
+        raise StoreError(
+            f"--resume with --calibrate {options.calibrate} but the store ran with calibrate="
+            f"{config.get('calibrate')}; omit --calibrate to resume with the stored one"
         )
     overrides = {"device": options.device, "seed": config.get("seed")}
     learners = build_learners(stored, **overrides)
@@ -158,6 +169,20 @@ def _resume_point(store: RunStore, learners: dict[str, Any]) -> ResumePoint | No
     for name, learner in learners.items():
         learner.load_state_dict(store.load_state(name, checkpoint.seq))
     return ResumePoint(info, checkpoint.seq + 1)
+
+
+def _calibration_end(store: RunStore, config: dict[str, Any]) -> float | None:
+    """A resumed run's calibration boundary: the stored one, else the first stored sample's
+    time plus the calibration seconds (None: no calibration, or no sample stored yet)."""
+    seconds = config.get("calibrate")
+    if seconds is None:
+        return None
+    stored = store.attrs.get("calibration")
+    if stored:
+        return float(stored["end_t"])
+    firsts = [store.learner(name).read("t", 0, 1) for name in store.learner_names()]
+    firsts = [float(t[0]) for t in firsts if len(t)]
+    return min(firsts) + float(seconds) if firsts else None
 
 
 def replay(

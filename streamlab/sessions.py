@@ -7,6 +7,7 @@ An `.npz` session holds `data` (time, channel) and may hold `rate` (Hz), `kind`,
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import math
@@ -58,6 +59,22 @@ class Session:
         if self.seq is not None and self.t is not None:
             return int(self.seq[row]), float(self.t[row])
         return self.first_seq + row, self.t0 + row / self.rate
+
+    def head(self, seconds: float) -> Session:
+        """The session's first `seconds` (of its own time), as a session of the same stream."""
+        if not seconds > 0:
+            raise SessionError(f"a session's first {seconds} seconds hold no samples; give > 0")
+        if self.t is not None:
+            rows = int(np.searchsorted(self.t, self.t[0] + seconds, side="left"))
+        else:
+            rows = math.ceil(seconds * self.rate - 1e-9)
+        rows = min(rows, self.n_samples)
+        return dataclasses.replace(
+            self,
+            data=self.data[:rows],
+            seq=None if self.seq is None else self.seq[:rows],
+            t=None if self.t is None else self.t[:rows],
+        )
 
     def blocks(self, block: int = 4096, lo: int = 0, hi: int | None = None):
         """Rows [lo, hi) (default: all) in blocks of `block` rows."""

@@ -72,6 +72,10 @@ class Sink(abc.ABC):
         """Learner `learner` gave a non-finite output at `seq` and was rolled back to its state
         after `restored_seq` (None: reset to a fresh learner)."""
 
+    def on_calibration(self, seconds: float, end_t: float, end_seq: int, t: float) -> None:  # noqa: B027
+        """Calibration (`seconds` of stream time, up to `end_t`) ended: the sample `end_seq`
+        (at time `t`) is the first given to the learners without y."""
+
     def tick(self) -> None:  # noqa: B027
         """Called regularly, data or not: flush what is due, raise errors from other threads."""
 
@@ -173,6 +177,12 @@ class ZarrSink(Sink):
 
     def on_divergence(self, learner: str, seq: int, restored_seq: int | None) -> None:
         self.writer.submit(RunStore.record_divergence, learner, seq, restored_seq)
+
+    def on_calibration(self, seconds: float, end_t: float, end_seq: int, t: float) -> None:
+        self.writer.submit(
+            RunStore.set_calibration,
+            {"seconds": seconds, "end_t": end_t, "end_seq": int(end_seq), "first_decoded_t": t},
+        )
 
     def tick(self) -> None:
         self.writer.check()

@@ -304,6 +304,11 @@ class RunStore:
     def set_stream(self, info: dict[str, Any]) -> None:
         self.root.attrs["stream"] = info
 
+    def set_calibration(self, info: dict[str, Any]) -> None:
+        """Where calibration ended: `seconds`, `end_t`, `end_seq` (the first sample given to
+        the learners without y) and `first_decoded_t`."""
+        self.root.attrs["calibration"] = info
+
     @property
     def attrs(self) -> dict[str, Any]:
         return dict(self.root.attrs)
