@@ -13,6 +13,7 @@ circularly shifted against the labels by half the stream, whose score must colla
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ import torch
 from streamlab.errors import ConfigError, InputShapeError
 
 LAG_CHOICES = (1, 2, 3, 5, 8)  # samples of history the ridge baseline may use
-PENALTIES = tuple(10.0 ** p for p in np.arange(-2.0, 5.01, 0.5))  # relative to the mean eigenvalue
+PENALTIES = tuple(10.0**p for p in np.arange(-2.0, 5.01, 0.5))  # relative to the mean eigenvalue
 CV_FOLDS = 5
 
 
@@ -127,7 +128,7 @@ class RidgeDecoder:
             features = lagged(x, lags)
             sse = np.zeros(len(penalties))
             sst = 0.0
-            for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            for lo, hi in itertools.pairwise(edges):
                 train = np.r_[0:lo, hi : len(x)]
                 fold = _RidgePath(features[train], y[train])
                 truth = y[lo:hi]
@@ -239,7 +240,10 @@ class DecodingTable:
             )
         widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         text = [
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
+            "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+            )
             for line in lines
         ]
         notes = [f"  {row.name}: {row.note}" for row in self.rows if row.note]
@@ -289,8 +293,12 @@ def _as_2d(values: np.ndarray) -> np.ndarray:
 
 
 # -- a run store ---------------------------------------------------------------------------------
-DECODERS = {"AdaptiveKalmanDecoder": "output", "ThreeFactorReadout": "output",
-            "ForceReadout": "output", "RecurrentEFH": "readout"}  # where each puts its decode
+DECODERS = {
+    "AdaptiveKalmanDecoder": "output",
+    "ThreeFactorReadout": "output",
+    "ForceReadout": "output",
+    "RecurrentEFH": "readout",
+}  # where each puts its decode
 
 
 def score_store(path: str, shift_control: bool = True) -> dict[str, DecodingTable]:
@@ -347,7 +355,8 @@ def score_store(path: str, shift_control: bool = True) -> dict[str, DecodingTabl
         out_seq = learner_table.read("seq").astype(np.int64)
         decoded = learner_table.read(DECODERS[cls]).astype(np.float64)
         where = np.searchsorted(out_seq, seq[calibration:])
-        found = (where < len(out_seq)) & (out_seq[np.minimum(where, len(out_seq) - 1)] == seq[calibration:])
+        clipped = np.minimum(where, len(out_seq) - 1)
+        found = (where < len(out_seq)) & (out_seq[clipped] == seq[calibration:])
         predicted = np.full((len(seq) - calibration, y.shape[1]), np.nan)
         predicted[found] = decoded[where[found], : y.shape[1]]
         rows = [score(name, y[calibration:], predicted)]
@@ -366,9 +375,7 @@ def _readout(learner: object, _: torch.Tensor) -> np.ndarray:
     return learner.extra_outputs()["readout"][0].detach().cpu().numpy()  # type: ignore[attr-defined]
 
 
-def _calibration_end_seq(
-    attrs: dict, t: np.ndarray, seq: np.ndarray, config: dict
-) -> int:
+def _calibration_end_seq(attrs: dict, t: np.ndarray, seq: np.ndarray, config: dict) -> int:
     """The first decoded sample's seq: as the run recorded it, else from the recorded times."""
     stored = attrs.get("calibration")
     if stored and stored.get("end_seq") is not None:

@@ -25,6 +25,7 @@ from streamlab.learners.base import Learner, StateValue, TargetLearner, require_
 from streamlab.learners.local_rules import bmv, np_bmv, np_lerp, np_outer, outer, solve_or_nan
 
 Matrix = tuple[tuple[float, ...], ...] | list[list[float]]
+TRANSFORMS = ("sqrt", "none")  # the adaptive decoder's input transforms
 
 # The authors' tuned rates for the double-integrator task, by delay: (η for A, B, C, L; η_K).
 BIO_OFC_RATES = {1: (1e-2, 8.7e-6), 2: (5.5e-3, 8.0e-6), 3: (7.0e-3, 6.1e-6)}
@@ -306,12 +307,19 @@ class AdaptiveKalmanDecoder(TargetLearner):
         Initial RLS covariance (large: the first labelled samples dominate).
     noise_floor
         Lower bound of each channel's noise variance (a silent channel stays finite).
+    transform
+        `"sqrt"` (default: the signed square root sign(x)·√|x| of each input, which makes
+        Poisson counts' noise nearly equal across rates, as the linear-Gaussian observation
+        model assumes; on the linear track it raised the decoded R² from 0.37 to 0.42, see the
+        README) or `"none"` (the input as it is).
     backend
         `"auto"` (NumPy steps on the CPU up to 512 streams in lockstep, torch beyond; each step
         replayed as a CUDA graph on CUDA), `"torch"` (eager torch ops everywhere) or `"numpy"`
         (CPU only); the same maths on each.
     device, dtype, seed
-        As for every learner; the decoder is deterministic.
+        As for every learner; the decoder is deterministic. The default dtype is float64: the
+        RLS of counts on targets in raw units (pixels, cm/s) is ill-conditioned in float32,
+        which cost 0.09 R² on the linear track at forgetting 1 and 0.55 at 0.999.
     """
 
     _numpy_max_batch = 512  # measured: NumPy ahead to 64 streams, level at 512, behind at 4,096
@@ -324,13 +332,15 @@ class AdaptiveKalmanDecoder(TargetLearner):
         W: Matrix | None = None,
         prior_variance: float = 100.0,
         noise_floor: float = 1e-3,
+        transform: str = "sqrt",
         backend: str = "auto",
         device: str = "auto",
-        dtype: str = "float32",
+        dtype: str = "float64",
         seed: int | None = None,
     ) -> None:
         self.n_components = n_components
         self.forgetting = forgetting
+        self.transform = transform
         self.A = A
         self.W = W
         self.prior_variance = prior_variance
@@ -344,6 +354,8 @@ class AdaptiveKalmanDecoder(TargetLearner):
             raise ConfigError("prior_variance and noise_floor must be positive")
         if (A is None) != (W is None):
             raise ConfigError("give both A and W (known dynamics) or neither (learned)")
+        if transform not in TRANSFORMS:
+            raise ConfigError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         if A is not None:
             a, w = _as_matrix(A, "A"), _as_matrix(W, "W")
             if a.shape != (n_components,) * 2 or w.shape != (n_components,) * 2:
@@ -436,6 +448,8 @@ class AdaptiveKalmanDecoder(TargetLearner):
     def _learn(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The filter step, then (with a label y) the RLS steps of the observation and dynamics
         models, in torch ops with no host-side branching on values (capturable as a graph)."""
+        if self.transform == "sqrt":
+            x = torch.sign(x) * x.abs().sqrt()
         mean, cov = self._posterior(x)
         self._mean.copy_(mean)
         self._cov.copy_(cov)
@@ -466,6 +480,8 @@ class AdaptiveKalmanDecoder(TargetLearner):
         k = self.n_components
         theta, noise, A, mean, cov = v["theta"], v["noise"], v["A"], v["mean"], v["cov"]
         xn = x.numpy()
+        if self.transform == "sqrt":
+            xn = np.sign(xn) * np.sqrt(np.abs(xn))
         C, d = theta[:, :, :k], theta[:, :, k]
         scaled = C / noise[:, :, None]
         J = np.matmul(C.transpose(0, 2, 1), scaled)
@@ -529,6 +545,8 @@ class AdaptiveKalmanDecoder(TargetLearner):
         return {**self._state_tensors(), "eye": eye}
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
+        if self.transform == "sqrt":
+            x = torch.sign(x) * x.abs().sqrt()
         return self._posterior(x)[0]
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
