@@ -82,6 +82,7 @@ def build_sections(path: str) -> list[Section]:
     config = info["config"]
     targets = learner_targets(config["learners"]) if config.get("learners") else {}
     inputs = _read_input(store)
+    calibration_t = (attrs.get("calibration") or {}).get("first_decoded_t")
     sections = [_overview(info)]
     latencies: dict[str, np.ndarray] = {}
     times: dict[str, np.ndarray] = {}
@@ -96,7 +97,11 @@ def build_sections(path: str) -> list[Section]:
         columns = {key: table.read(key) for key in table.columns}
         latencies[name] = columns["latency_us"].astype(np.float64)
         times[name] = columns["t"].astype(np.float64)
-        sections.append(_learner_section(name, cls, columns, y, y_index, inputs, rate))
+        sections.append(
+            _learner_section(name, cls, columns, y, y_index, inputs, rate, calibration_t)
+        )
+    if config.get("calibrate") is not None:
+        sections.append(_scores_section(path))
     if latencies:
         sections.append(_latency_section(latencies, times))
     sections.append(_events_section(store, info))
@@ -141,6 +146,7 @@ def _learner_section(
     y_index: list[int],
     inputs: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
     rate: float | None,
+    calibration_t: float | None = None,
 ) -> Section:
     output = columns["output"].astype(np.float64)
     t = columns["t"].astype(np.float64)
@@ -157,7 +163,7 @@ def _learner_section(
         )
     truth = _truth(t, columns["seq"], y_index, inputs)
     if role == "decoder" and truth is not None:
-        png, summary = _decoding_png(name, t, output, truth, y)
+        png, summary = _decoding_png(name, t, output, truth, y, calibration_t)
         section.images.append((f"{name}-decoding-error.png", png))
         notes.append(summary)
     elif role == "control" and truth is not None:
@@ -168,6 +174,30 @@ def _learner_section(
             "decoded with true."
         )
     section.text = "<p>" + " ".join(html.escape(n) for n in notes) + "</p>"
+    return section
+
+
+def _scores_section(path: str) -> Section:
+    """The decoders' scores on the decoded part beside the baselines (`streamlab score`)."""
+    from streamlab.errors import StreamlabError
+    from streamlab.scoring import score_store
+
+    section = Section("Decoding after calibration")
+    try:
+        tables = score_store(path)
+    except StreamlabError as exc:
+        section.text = f"<p>not scored: {html.escape(str(exc))}</p>"
+        return section
+    section.text = (
+        "<p>R² and median absolute error on the samples decoded without labels, beside the "
+        "calibration mean, ridge on square-root counts with lags and an offline Kalman decoder "
+        "(all fit on the calibration part), and each decoder rerun on spikes circularly shifted "
+        "against the labels (its score should collapse).</p>"
+        + "".join(
+            f"<h3>{html.escape(name)}</h3><pre>{html.escape(table.format())}</pre>"
+            for name, table in tables.items()
+        )
+    )
     return section
 
 
@@ -354,10 +384,16 @@ def _curve_png(name: str, key: str, t: np.ndarray, values: np.ndarray) -> bytes:
 
 
 def _decoding_png(
-    name: str, t: np.ndarray, decoded: np.ndarray, truth: np.ndarray, y: list[str]
+    name: str,
+    t: np.ndarray,
+    decoded: np.ndarray,
+    truth: np.ndarray,
+    y: list[str],
+    calibration_t: float | None = None,
 ) -> tuple[bytes, str]:
     """Decoding error over the run against the running-mean baseline (predicting each target
-    by its mean so far: what a decoder that learned nothing from the neurons would do)."""
+    by its mean so far: what a decoder that learned nothing from the neurons would do); with a
+    calibration, the boundary is marked and the trace panel shows the decoded part's start."""
     k = min(decoded.shape[1], truth.shape[1])
     decoded, truth = decoded[:, :k], truth[:, :k]
     counts = np.arange(1, len(truth) + 1)[:, None]
@@ -367,11 +403,16 @@ def _decoding_png(
     base = np.sqrt(_running_mean(((baseline - truth) ** 2).mean(axis=1), window))
     fig = Figure(figsize=(12, 3.6), dpi=DPI, layout="constrained")
     trace_ax, err_ax = fig.subplots(1, 2)
-    last = t >= t[-1] - TRAJECTORY_SECONDS
+    if calibration_t is not None and t[-1] >= calibration_t:
+        last = (t >= calibration_t) & (t < calibration_t + TRAJECTORY_SECONDS)
+    else:
+        last = t >= t[-1] - TRAJECTORY_SECONDS
     for i in range(min(k, 3)):
         trace_ax.plot(t[last], truth[last, i], color=f"C{i}", lw=2, alpha=0.6, label=f"true {y[i]}")
         trace_ax.plot(t[last], decoded[last, i], color=f"C{i}", lw=1, ls="--", label="decoded")
-    trace_ax.set(xlabel="stream time (s)", ylabel="value", title=f"{name}: decoded vs true")
+    part = "decoded part" if calibration_t is not None else "last stretch"
+    title = f"{name}: decoded vs true ({part})"
+    trace_ax.set(xlabel="stream time (s)", ylabel="value", title=title)
     trace_ax.legend(fontsize=8, ncol=2)
     err_ax.plot(t, err, color="C0", lw=1.5, label=f"{name} RMSE")
     err_ax.plot(t, base, color="0.4", lw=1.5, ls="--", label="baseline: running mean of target")
@@ -380,14 +421,19 @@ def _decoding_png(
         ylabel=f"RMSE over {window} samples",
         title="Decoding error over the run",
     )
+    if calibration_t is not None:
+        err_ax.axvline(calibration_t, color="k", lw=1, ls=":", label="calibration ends")
     err_ax.legend(fontsize=8)
     for ax in (trace_ax, err_ax):
         ax.grid(alpha=0.3)
-    half = len(t) // 2
+    if calibration_t is not None and t[-1] >= calibration_t:
+        half, where = int(np.searchsorted(t, calibration_t)), "the decoded part (no labels)"
+    else:
+        half, where = len(t) // 2, "the second half (labels given: how well it follows y)"
     final = float(np.sqrt(((decoded[half:] - truth[half:]) ** 2).mean()))
     final_base = float(np.sqrt(((baseline[half:] - truth[half:]) ** 2).mean()))
     summary = (
-        f"Decoding RMSE over the second half {final:.3g}, against {final_base:.3g} for the "
+        f"Decoding RMSE over {where} {final:.3g}, against {final_base:.3g} for the "
         "running-mean baseline."
     )
     return _png(fig), summary

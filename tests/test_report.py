@@ -1,5 +1,5 @@
 """`streamlab report` on a real short run: a replay through a latent learner, a switching GLM
-(posterior, log-likelihood) and a decoder with its target recorded. The page must exist, hold
+(posterior, log-likelihood) and a decoder with its target recorded, calibrated for 10 s. The page must exist, hold
 every PNG inline, the PNGs must be real pictures (not blank), and the page must render in a
 browser (screenshot kept as a CI artifact)."""
 
@@ -33,7 +33,7 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory):
     store = tmp / "run.zarr"
     replay = run_cli(
         "replay", str(tmp / "session.npz"), "--store", str(store), "--record-input", "--quiet",
-        "--device", "cpu", "--checkpoint-every", "500",
+        "--device", "cpu", "--checkpoint-every", "500", "--calibrate", "10",
         *(a for spec in LEARNERS for a in ("--learner", spec)),
         timeout=300,
     )  # fmt: skip
@@ -69,7 +69,10 @@ def test_report_has_every_picture_on_disk_and_inline(report_dir) -> None:
         assert pixels.std() > 5  # not a blank picture
     for words in ("Latency", "Gaps and rejects", "Configuration and versions", "torch", "zarr"):
         assert words in page
-    assert "Decoding RMSE over the second half" in page and "running-mean baseline" in page
+    assert "Decoding RMSE over the decoded part" in page and "running-mean baseline" in page
+    # calibrated: the decoder's score after calibration beside the baselines and its control
+    for words in ("Decoding after calibration", "baseline: ridge", "akd (shift control)"):
+        assert words in page
     assert "sm:n_components=3" in page  # the run's config
 
 
