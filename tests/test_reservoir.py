@@ -25,7 +25,11 @@ from streamlab.learners.reservoir import ForceReadout, SpikingReservoir, ThreeFa
 from streamlab.sim.reservoir_tasks import Block, sum_of_sinusoids, what_and_when
 from tests.conftest import SHARED_DATA
 
+# the reproductions' own reservoir (raw input, spiking), set explicitly: the defaults now
+# standardise the input and readouts default to rate neurons
 RESERVOIR = {
+    "neuron": "izhikevich",
+    "standardize": False,
     "n_neurons": 300,
     "bin_ms": 20.0,
     "dt_ms": 1.0,
@@ -189,7 +193,15 @@ def test_what_and_when_and_adaptation_to_changed_probabilities() -> None:
 
 
 # -- contracts ------------------------------------------------------------------------------------
-SMALL = {"n_neurons": 40, "bin_ms": 4.0, "dt_ms": 1.0, "recurrent_scale": 0.3, "device": "cpu"}
+SMALL = {
+    "neuron": "izhikevich",
+    "standardize": False,
+    "n_neurons": 40,
+    "bin_ms": 4.0,
+    "dt_ms": 1.0,
+    "recurrent_scale": 0.3,
+    "device": "cpu",
+}
 
 
 @pytest.mark.parametrize("neuron", ["izhikevich", "rate"])
@@ -247,7 +259,7 @@ def test_shared_reservoir_advances_once_per_sample() -> None:
     shared = SpikingReservoir(**SMALL, seed=1)
     three = ThreeFactorReadout(n_components=1, reservoir=shared, device="cpu")
     force = ForceReadout(n_components=1, reservoir=shared, device="cpu")
-    alone = ThreeFactorReadout(n_components=1, **SMALL, seed=1)
+    alone = ThreeFactorReadout(n_components=1, **SMALL, seed=1, dtype="float32")
     for t in range(20):
         out = three.step(x[t], y[t])
         force.step(x[t], y[t])
