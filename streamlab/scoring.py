@@ -190,16 +190,22 @@ def run_decoder(
     y: np.ndarray,
     calibration: int,
     output: Callable[[object, torch.Tensor], np.ndarray] | None = None,
+    feedback_every: int | None = None,
 ) -> np.ndarray:
     """Step `learner` over x (T, n), with y for the first `calibration` rows and a NaN label
-    after (predict only); returns its decoded y per row (its output, or `output(learner,
-    returned)` for learners that decode through an extra output)."""
+    after (predict only), except, with `feedback_every` k, every k-th row after calibration
+    (intermittent feedback: each such row is still decoded before its label is learned from);
+    returns its decoded y per row (its output, or `output(learner, returned)` for learners that
+    decode through an extra output)."""
     x = np.asarray(x, dtype=np.float64)
     y = _as_2d(y)
     unlabelled = np.full(y.shape[1], np.nan)
     rows = []
     for t in range(len(x)):
-        returned = learner.step(x[t], y[t] if t < calibration else unlabelled)  # type: ignore[attr-defined]
+        labelled = t < calibration or (
+            feedback_every is not None and (t - calibration) % feedback_every == feedback_every - 1
+        )
+        returned = learner.step(x[t], y[t] if labelled else unlabelled)  # type: ignore[attr-defined]
         rows.append(output(learner, returned) if output else returned.detach().cpu().numpy())
     return np.asarray(rows, dtype=np.float64).reshape(len(x), -1)
 
