@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from streamlab.adapters.linear_track import load_linear_track, running_position
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners.control import AdaptiveKalmanDecoder, BioOFC, KalmanFilter
@@ -25,7 +24,7 @@ from streamlab.sim.plant import (
     riccati_gains,
     run_episodes,
 )
-from tests.conftest import SHARED_DATA, ScriptedNoise
+from tests.conftest import ScriptedNoise
 
 
 # -- the Kalman filter --------------------------------------------------------------------------
@@ -455,34 +454,3 @@ def test_cuda_matches_cpu_within_float32_tolerance() -> None:
             out_cpu = cpu.step(x[t], signal)
             out_gpu = gpu.step(x[t].cuda(), None if signal is None else signal.cuda())
             torch.testing.assert_close(out_gpu.cpu(), out_cpu, rtol=1e-3, atol=1e-4)
-
-
-# -- real data: position from hippocampal place cells --------------------------------------------
-LINEAR_TRACK = SHARED_DATA / "hc-linear-track"
-
-
-@pytest.mark.skipif(not LINEAR_TRACK.is_dir(), reason=f"{LINEAR_TRACK} is absent")
-def test_adaptive_decoder_on_the_linear_track_matches_an_offline_decoder() -> None:
-    """The 15 minutes of running, 31 units in 250 ms bins, position along the track (first
-    principal axis of the tracked x, y), standardised. The adaptive decoder (forgetting 0.995,
-    labels all along, each bin decoded before it is learned from) against the classical Kalman
-    decoder fitted offline on the first half, both scored on the second half. Measured: RMSE
-    0.60 (adaptive) vs 0.68 (offline) vs 0.875 (predicting the first half's mean); correlation
-    0.72 vs 0.64; adaptive RMSE by sixths of the session 0.68, 0.57, 0.66, 0.65, 0.62, 0.53."""
-    counts, position = running_position(load_linear_track(LINEAR_TRACK))
-    half = len(position) // 2
-    decoder = AdaptiveKalmanDecoder(n_components=1, forgetting=0.995, device="cpu")
-    x = torch.from_numpy(counts.astype(np.float32))
-    y = torch.from_numpy(position.astype(np.float32))
-    adaptive = np.array([decoder.step(x[t], y[t]).numpy() for t in range(len(x))])
-    offline = decode(
-        KalmanFilter.fit(counts[:half], position[:half], device="cpu", dtype="float64"), counts
-    )
-    test = slice(half, None)
-
-    def rmse(decoded: np.ndarray) -> float:
-        return float(np.sqrt(mse(decoded[test], position[test])))
-
-    chance = float(np.sqrt(((position[test] - position[:half].mean()) ** 2).mean()))
-    assert rmse(adaptive) < rmse(offline) < 0.85 * chance
-    assert np.corrcoef(adaptive[test, 0], position[test, 0])[0, 1] > 0.65
