@@ -77,8 +77,7 @@ def attach(
 ) -> Progress:
     """Connect to `endpoint`, run the learners and write the store; returns the final metrics.
     With `options.resume` the store's last checkpoint is loaded and the run goes on from it."""
-    if options.hwm < 1:
-        raise ConfigError(f"hwm must be at least 1 frame, got {options.hwm}")
+    _check_options(options)
     with ZmqSource(
         endpoint,
         pattern=options.pattern,
@@ -88,12 +87,13 @@ def attach(
         spin=options.spin,
     ) as source:
         store, learners, resume = _open_run(endpoint, options)
-        sinks: list[Sink] = [
-            ZarrSink(
-                store, record_input=options.record_input, keep_checkpoints=options.keep_checkpoints
-            )
-        ]
         config = store.attrs["streamlab"]["config"]
+        # a resumed run records its input as the run it continues did (a calibrated run's
+        # score needs the input of every sample)
+        record_input = options.record_input or bool(config.get("record_input"))
+        sinks: list[Sink] = [
+            ZarrSink(store, record_input=record_input, keep_checkpoints=options.keep_checkpoints)
+        ]
         targets = learner_targets(config["learners"])
         if options.publish:  # first: outputs go back before the store's bookkeeping
             sinks.insert(
@@ -115,13 +115,22 @@ def attach(
         return pipeline.run(seconds=seconds, until_eos=until_eos)
 
 
+def _check_options(options: AttachOptions) -> None:
+    """What can be checked before any socket opens (an error raised beside live sockets and
+    a feeding thread is an error path ZeroMQ has aborted the process on)."""
+    if options.hwm < 1:
+        raise ConfigError(f"hwm must be at least 1 frame, got {options.hwm}")
+    if not options.resume:
+        specs = [parse_spec(spec) for spec in options.learners]
+        check_calibrate(options.calibrate, learner_targets(specs))
+
+
 def _open_run(
     endpoint: str, options: AttachOptions
 ) -> tuple[RunStore, dict[str, Any], ResumePoint | None]:
     specs = [parse_spec(spec) for spec in options.learners]
     overrides = {"device": options.device, "seed": options.seed}
     if not options.resume:
-        check_calibrate(options.calibrate, learner_targets(specs))
         config = {
             "endpoint": endpoint,
             "learners": [str(s) for s in specs],
@@ -196,6 +205,7 @@ def replay(
 ) -> Progress:
     """Play `session` over a loopback PUSH socket into `attach` (PULL), so a replay takes the
     same path as a live stream and loses nothing."""
+    _check_options(options)
     publisher = Publisher("tcp://127.0.0.1:0", pattern="push", send_timeout=60.0)
     stop = threading.Event()
     failure: list[BaseException] = []
