@@ -1,5 +1,6 @@
 """`streamlab report` on a real short run: a replay through a latent learner, a switching GLM
-(posterior, log-likelihood) and a decoder with its target recorded, calibrated for 10 s. The page must exist, hold
+(posterior, log-likelihood) and a decoder with its target recorded, calibrated for 10 s. The page
+must exist, hold
 every PNG inline, the PNGs must be real pictures (not blank), and the page must render in a
 browser (screenshot kept as a CI artifact)."""
 
