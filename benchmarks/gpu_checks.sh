@@ -22,6 +22,7 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 step cuda_tests 200 python3 -m pytest -q -p no:cacheprovider -k "cuda or graph" \
     tests/test_fast_paths.py tests/test_lockstep.py tests/test_similarity.py tests/test_control.py \
     tests/test_glm.py tests/test_nsm_cca.py tests/test_refh.py tests/test_reservoir.py
+step decoding_cuda 200 python3 benchmarks/decoding_cuda.py --bins 1500
 step cuda_graphs 90 python3 benchmarks/cuda_graphs.py --steps 1500 --warmup 200
 step learner_steps 150 python3 benchmarks/learner_steps.py --devices cuda --seconds 0.2
 step lockstep_replay 120 python3 benchmarks/lockstep_replay.py --samples 4000 --batches 1,8,64
