@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from streamlab.errors import ConfigError, InputShapeError
-from streamlab.learners.control import AdaptiveKalmanDecoder, BioOFC, KalmanFilter
+from streamlab.learners.control import (
+    INITIAL_ESTIMATE_RIDGE,
+    AdaptiveKalmanDecoder,
+    BioOFC,
+    KalmanFilter,
+)
 from streamlab.sim.plant import (
     CosineTunedPopulation,
     DelayedKalmanFilter,
@@ -243,21 +248,44 @@ def test_bio_ofc_batch_equals_single_runs() -> None:
 
 
 def test_bio_ofc_episodes_start_from_least_squares_estimate() -> None:
+    """Each episode starts from the least-squares estimate of C x = y_0, regularised by
+    INITIAL_ESTIMATE_RIDGE times the mean diagonal of C^T C (its closed form, in float64)."""
     learner = bio_ofc(delay=1, seed=3, episode_length=4)
     y = torch.tensor([0.3, -0.2], dtype=torch.float64)
+
+    def expected(C: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        gram = C.T @ C
+        ridge = INITIAL_ESTIMATE_RIDGE * gram.diagonal().mean()
+        return torch.linalg.solve(gram + ridge * torch.eye(len(gram), dtype=C.dtype), C.T @ obs)
+
     for _ in range(4):
         learner.step(y, torch.tensor([1.0], dtype=torch.float64))
     assert learner.episode_step == 0  # the next sample starts an episode by itself
-    learner.step(torch.tensor([1.0, 2.0], dtype=torch.float64))
+    start = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    learner.step(start)
     C = learner.model["C"][0]
-    torch.testing.assert_close(
-        C @ learner.estimate[0], torch.tensor([1.0, 2.0], dtype=torch.float64)
-    )
+    torch.testing.assert_close(learner.estimate[0], expected(C, start))
+    torch.testing.assert_close(C @ learner.estimate[0], start, rtol=1e-2, atol=1e-2)
     learner.step(y)
     learner.reset_episode()
     assert learner.episode_step == 0
     learner.step(y)
-    torch.testing.assert_close(learner.model["C"][0] @ learner.estimate[0], y)
+    torch.testing.assert_close(learner.estimate[0], expected(learner.model["C"][0], y))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_bio_ofc_episode_start_stays_bounded_when_its_learned_c_is_near_singular(backend) -> None:
+    """A learned C with condition number 1e8: the plain least-squares start estimate is of size
+    1e8 (the runaway that left the controller NaN for good); the regularised one stays of the
+    observation's size, on both CPU paths."""
+    learner = bio_ofc(delay=1, seed=3, episode_length=4, backend=backend)
+    y = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    learner.step(y)
+    learner.model["C"][0].copy_(torch.tensor([[1.0, 1.0], [1.0, 1.0 + 1e-8]]))
+    learner.reset_episode()
+    learner.step(torch.tensor([1.0, -1.0], dtype=torch.float64))
+    assert torch.isfinite(learner.estimate).all()
+    assert learner.estimate.abs().max() < 10.0
 
 
 # -- the adaptive decoder -----------------------------------------------------------------------

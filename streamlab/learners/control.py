@@ -26,6 +26,11 @@ from streamlab.learners.local_rules import bmv, np_bmv, np_lerp, np_outer, outer
 
 Matrix = tuple[tuple[float, ...], ...] | list[list[float]]
 TRANSFORMS = ("sqrt", "none")  # the adaptive decoder's input transforms
+# Bio-OFC's episode-start estimate solves (C^T C + r I) x = C^T y with r this fraction of C^T C's
+# mean diagonal: a learned C near singularity (condition number 160 was seen) made the plain
+# least-squares estimate blow up and the controller NaN for good; 1e-3 caps the condition
+# number near 1,000 and changes a well-conditioned estimate by about 0.1 %
+INITIAL_ESTIMATE_RIDGE = 1e-3
 
 # The authors' tuned rates for the double-integrator task, by delay: (η for A, B, C, L; η_K).
 BIO_OFC_RATES = {1: (1e-2, 8.7e-6), 2: (5.5e-3, 8.0e-6), 3: (7.0e-3, 6.1e-6)}
@@ -770,9 +775,13 @@ class BioOFC(TargetLearner):
     # -- the maths ----------------------------------------------------------------------------
     def _initial_estimate(self, x: torch.Tensor) -> torch.Tensor:
         # normal equations by solve_ex: no error raised (one diverged stream cannot stop the
-        # batch) and no device-to-host sync
+        # batch) and no device-to-host sync; regularised (`_ridge`) so that a learned C near
+        # singularity cannot blow the episode's first estimate up
         Ct = self._C.transpose(1, 2)
-        return torch.linalg.solve_ex(torch.bmm(Ct, self._C), bmv(Ct, x)).result
+        gram = torch.bmm(Ct, self._C)
+        shift = gram.diagonal(dim1=1, dim2=2).mean(1) * INITIAL_ESTIMATE_RIDGE
+        gram = gram + shift[:, None, None] * torch.eye(gram.shape[1]).to(gram)
+        return torch.linalg.solve_ex(gram, bmv(Ct, x)).result
 
     def _estimate(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x̂_t and the innovation e (None while no delayed observation has arrived)."""
@@ -860,7 +869,10 @@ class BioOFC(TargetLearner):
         e = None
         if t == 0:
             Ct = C.transpose(0, 2, 1)
-            xhat = solve_or_nan(np.matmul(Ct, C), np.matmul(Ct, obs[:, :, None]))[:, :, 0]
+            gram = np.matmul(Ct, C)
+            shift = np.diagonal(gram, axis1=1, axis2=2).mean(1) * INITIAL_ESTIMATE_RIDGE
+            gram = gram + shift[:, None, None] * np.eye(gram.shape[1])
+            xhat = solve_or_nan(gram, np.matmul(Ct, obs[:, :, None]))[:, :, 0]
         else:
             xhat = np_bmv(A, xhats[:, (t - 1) % slots]) + np_bmv(B, us[:, (t - 1) % slots])
             if s >= 0:
