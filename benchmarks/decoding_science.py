@@ -5,9 +5,12 @@ For each family of `streamlab.sim.decoding` (`place_field`, `cosine_velocity`, `
 each seed, the session's first half is the calibration (labels given), the second half is
 decoded (no labels) and scored. The online decoders run at their defaults, only their output
 size set to the behaviour's q: `akd` (adaptive Kalman decoder), `three_factor` and `force`
-(reservoir readouts, `neuron="rate"`), and `refh` (recurrent EFH, its RLS readout with
-`n_targets=q`). Each is run a second time on the counts circularly shifted by half the session
-against the labels (the shift control, whose score must collapse). The baselines come from
+(reservoir readouts, `neuron="rate"`), `refh` (recurrent EFH, its RLS readout with
+`n_targets=q`) and `online_ridge` (`ridge`: ridge on lagged square-root counts by RLS); and,
+with intermittent feedback (a label every 10 samples after calibration, each decoded before
+it is learned from; forgetting 0.999), `akd+fb` and `online_ridge+fb`. Each is run a second
+time on the counts circularly shifted by half the session against the labels (the shift
+control, whose score must collapse). The baselines come from
 `streamlab.scoring.baseline_scores`: the calibration mean, ridge on lagged square-root counts
 (lags and penalty by blocked cross-validation in the calibration part) and the offline Kalman
 decoder. The real recording is the first 900 s of tracking of `../shared/data/hc-linear-track`
@@ -65,6 +68,7 @@ class Decoder:
     spec: str
     size_param: str = "n_components"
     output: Callable[[Any, torch.Tensor], np.ndarray] | None = None
+    feedback_every: int | None = None  # a label every k samples after calibration
 
     def build(self, q: int, seed: int) -> Any:
         sep = "," if ":" in self.spec else ":"
@@ -76,6 +80,10 @@ DECODERS = {
     "three_factor": Decoder("three_factor:neuron=rate"),
     "force": Decoder("force:neuron=rate"),
     "refh": Decoder("refh", "n_targets", _readout),
+    "online_ridge": Decoder("ridge"),
+    # intermittent feedback: a label every 10 samples after calibration, forgetting 0.999
+    "akd+fb": Decoder("akd:forgetting=0.999", feedback_every=10),
+    "online_ridge+fb": Decoder("ridge:forgetting=0.999", feedback_every=10),
 }
 BASELINES = {
     "baseline: ridge": "ridge",
@@ -120,7 +128,9 @@ def evaluate(family: str, seed: int, x: np.ndarray, y: np.ndarray, describe: str
         start = time.perf_counter()
         for key, data, out in ((name, x, session.r2), (name, control, session.shift)):
             learner = decoder.build(y.shape[1], seed)
-            decoded = run_decoder(learner, data, y, calibration, decoder.output)
+            decoded = run_decoder(
+                learner, data, y, calibration, decoder.output, decoder.feedback_every
+            )
             row = score(key, truth, decoded[calibration:])
             out[name] = row.mean_r2
             if data is x:

@@ -303,6 +303,7 @@ DECODERS = {
     "AdaptiveKalmanDecoder": "output",
     "ThreeFactorReadout": "output",
     "ForceReadout": "output",
+    "OnlineRidgeDecoder": "output",
     "RecurrentEFH": "readout",
 }  # where each puts its decode
 

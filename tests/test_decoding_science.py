@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 from streamlab.learners.control import AdaptiveKalmanDecoder
 from streamlab.learners.refh import RecurrentEFH
 from streamlab.learners.reservoir import ForceReadout, ThreeFactorReadout
+from streamlab.learners.ridge import OnlineRidgeDecoder
 from streamlab.scoring import baseline_scores, kalman_baseline, run_decoder, score, shifted
 from streamlab.sim.decoding import FAMILIES
 from tests.conftest import SHARED_DATA
@@ -73,10 +74,11 @@ LINEAR_TRACK = SHARED_DATA / "hc-linear-track"
 def test_linear_track_figures_for_every_decoder_beside_ridge() -> None:
     """The first 900 s of tracking (running), 31 units in 250 ms bins, the tracked (x, y) in
     pixels; calibrated on the first half, decoded on the second, every decoder at its defaults.
-    Measured R² (mean of x and y): akd 0.42, three-factor 0.43, FORCE 0.36 against ridge 0.37,
-    offline Kalman 0.42 and calibration mean -0.06: each of those three within 0.02 of ridge or
-    above it; the rEFH readout -1.10, below the calibration mean, which is why the README does
-    not recommend it for decoding. Every shift control collapses (at most 0.1)."""
+    Measured R² (mean of x and y): akd 0.42, online ridge 0.37, three-factor 0.43, FORCE 0.36
+    against ridge 0.37, offline Kalman 0.42 and calibration mean -0.06: each of those four
+    within 0.02 of ridge or above it; the rEFH readout -1.10, below the calibration mean,
+    which is why the README does not recommend it for decoding. Every shift control collapses
+    (at most 0.1)."""
     track = load_linear_track(LINEAR_TRACK)
     start = float(track.position_t[0])
     x, y, _ = bin_session(track, 0.25, start, start + 900.0)
@@ -87,6 +89,7 @@ def test_linear_track_figures_for_every_decoder_beside_ridge() -> None:
     assert 0.3 < ridge < 0.45
     decoders = {
         "akd": (lambda: AdaptiveKalmanDecoder(), None),
+        "online ridge": (lambda: OnlineRidgeDecoder(), None),
         "force": (lambda: ForceReadout(n_components=2, seed=0), None),
         "three_factor": (lambda: ThreeFactorReadout(n_components=2, seed=0), None),
         "refh": (
@@ -100,7 +103,7 @@ def test_linear_track_figures_for_every_decoder_beside_ridge() -> None:
         r2[name] = score(name, truth, decoded[calibration:]).mean_r2
         control = run_decoder(make(), shifted(x), y, calibration, output)
         assert score(name, truth, control[calibration:]).mean_r2 <= 0.1, name
-    for name in ("akd", "three_factor", "force"):
+    for name in ("akd", "online ridge", "three_factor", "force"):
         assert r2[name] >= ridge - 0.02, r2
     assert r2["akd"] >= baselines["baseline: Kalman (offline)"] - 0.02, r2
     # the README's reason not to decode with the rEFH readout

@@ -27,7 +27,9 @@ import numpy as np
 HELLO_WAIT_S = 3.0  # a learner's outputs without its hello (the sink repeats it each second)
 # learner classes whose outputs are not latents (see `learner_role`)
 POSTERIOR_CLASSES = frozenset({"SwitchingGLM"})
-DECODER_CLASSES = frozenset({"AdaptiveKalmanDecoder", "ThreeFactorReadout", "ForceReadout"})
+DECODER_CLASSES = frozenset(
+    {"AdaptiveKalmanDecoder", "ThreeFactorReadout", "ForceReadout", "OnlineRidgeDecoder"}
+)
 CONTROL_CLASSES = frozenset({"BioOFC"})
 
 

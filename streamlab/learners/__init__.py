@@ -12,6 +12,7 @@ from streamlab.learners.registry import (
     parse_spec,
 )
 from streamlab.learners.reservoir import ForceReadout, SpikingReservoir, ThreeFactorReadout
+from streamlab.learners.ridge import OnlineRidgeDecoder
 from streamlab.learners.similarity import (
     BioCCA,
     NonnegativeSimilarityMatching,
@@ -25,6 +26,7 @@ __all__ = [
     "Learner",
     "LearnerSpec",
     "NonnegativeSimilarityMatching",
+    "OnlineRidgeDecoder",
     "RecurrentEFH",
     "SimilarityMatching",
     "SpikingReservoir",

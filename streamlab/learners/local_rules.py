@@ -247,3 +247,27 @@ def solve_or_nan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.linalg.solve(a, b)
     except np.linalg.LinAlgError:
         return np.full(np.broadcast_shapes(a.shape[:-1], b.shape[:-1]) + b.shape[-1:], np.nan)
+
+
+# -- running statistics (Welford), in place, masked ---------------------------------------------
+def welford_(
+    mean: torch.Tensor, m2: torch.Tensor, count: torch.Tensor, value: torch.Tensor, mask=1.0
+) -> None:
+    """One masked step of Welford's running mean and sum of squared deviations, in place:
+    entries where `mask` is 0 are left as they are (`count` counts the masked-in samples)."""
+    count.add_(mask)
+    delta = (value - mean) * mask
+    mean.add_(delta / count.clamp(min=1.0))
+    m2.add_(delta * (value - mean))
+
+
+def running_sd(m2: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """The running standard deviation from Welford's sums; 1 until two samples were seen (so
+    a standardised value is only centred until a scale is known), floored at 1e-6."""
+    variance = m2 / count.clamp(min=1.0)
+    return torch.where(count > 1.0, variance.sqrt().clamp(min=1e-6), torch.ones_like(m2))
+
+
+def signed_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) √|x|: the variance-stabilising square root of counts, odd for signed input."""
+    return torch.sign(x) * x.abs().sqrt()

@@ -18,6 +18,7 @@ from streamlab.learners.control import AdaptiveKalmanDecoder, BioOFC, KalmanFilt
 from streamlab.learners.glm import SwitchingGLM
 from streamlab.learners.refh import RecurrentEFH
 from streamlab.learners.reservoir import ForceReadout, SpikingReservoir, ThreeFactorReadout
+from streamlab.learners.ridge import OnlineRidgeDecoder
 from streamlab.learners.similarity import (
     BioCCA,
     NonnegativeSimilarityMatching,
@@ -30,6 +31,7 @@ LEARNERS: dict[str, type[Learner]] = {
     "biocca": BioCCA,
     "kalman": KalmanFilter,
     "akd": AdaptiveKalmanDecoder,
+    "ridge": OnlineRidgeDecoder,
     "bio_ofc": BioOFC,
     "refh": RecurrentEFH,
     "reservoir": SpikingReservoir,

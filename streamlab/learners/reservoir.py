@@ -60,7 +60,7 @@ import torch
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners.base import StateValue, TargetLearner, require_positive_int
-from streamlab.learners.local_rules import bmv, outer
+from streamlab.learners.local_rules import bmv, outer, running_sd, signed_sqrt, welford_
 
 NEURONS = ("izhikevich", "rate")
 V_PEAK = 30.0
@@ -274,15 +274,11 @@ class SpikingReservoir(TargetLearner):
         `learn`), so the drive's scale is the same whatever the channels' rates or units."""
         if not self.standardize:
             return x
-        x = torch.sign(x) * x.abs().sqrt()
-        mean, m2, count = self._in_mean, self._in_m2, self._in_count
+        x = signed_sqrt(x)
         if learn:
-            count.add_(1.0)
-            delta = x - mean
-            mean.addcdiv_(delta, count)
-            m2.addcmul_(delta, x - mean)
-        variance = m2 / count.clamp(min=1.0)
-        return (x - mean) / (variance + 1e-6).sqrt()
+            welford_(self._in_mean, self._in_m2, self._in_count, x)
+        variance = self._in_m2 / self._in_count.clamp(min=1.0)
+        return (x - self._in_mean) / (variance + 1e-6).sqrt()
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -550,9 +546,7 @@ class _Readout(TargetLearner):
 
     def _target_scale(self) -> torch.Tensor:
         """Each target's running standard deviation (1 until two labels were seen)."""
-        count = self._y_count
-        variance = self._y_m2 / count.clamp(min=1.0)
-        return torch.where(count > 1.0, variance.sqrt().clamp(min=1e-6), torch.ones_like(count))
+        return running_sd(self._y_m2, self._y_count)
 
     def _to_target_units(self, unit: torch.Tensor) -> torch.Tensor:
         """A prediction in standardised units back in the targets' own (with
@@ -563,10 +557,7 @@ class _Readout(TargetLearner):
 
     def _track_targets(self, target: torch.Tensor, mask: torch.Tensor) -> None:
         """Welford's update of the targets' running mean and deviations, labelled entries only."""
-        self._y_count.add_(mask)
-        delta = (target - self._y_mean) * mask
-        self._y_mean.add_(delta / self._y_count.clamp(min=1.0))
-        self._y_m2.add_(delta * (target - self._y_mean))
+        welford_(self._y_mean, self._y_m2, self._y_count, target, mask)
 
     def _trace(self, phi: torch.Tensor) -> None:
         """Advance the rule's own traces on a sample without a target."""
