@@ -20,11 +20,13 @@ import torch
 from streamlab.learners.control import AdaptiveKalmanDecoder
 from streamlab.learners.refh import RecurrentEFH
 from streamlab.learners.reservoir import ForceReadout, ThreeFactorReadout
+from streamlab.learners.ridge import OnlineRidgeDecoder
 from streamlab.scoring import score
 from streamlab.sim.decoding import cosine_velocity
 
 MAKERS: dict[str, Callable[[str, int], Any]] = {
     "akd": lambda device, q: AdaptiveKalmanDecoder(n_components=q, device=device),
+    "ridge": lambda device, q: OnlineRidgeDecoder(n_components=q, device=device),
     "three_factor": lambda device, q: ThreeFactorReadout(n_components=q, device=device, seed=0),
     "force": lambda device, q: ForceReadout(n_components=q, device=device, seed=0),
     "refh": lambda device, q: RecurrentEFH(n_targets=q, device=device, seed=0),
