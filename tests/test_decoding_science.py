@@ -15,7 +15,14 @@ from streamlab.learners.control import AdaptiveKalmanDecoder
 from streamlab.learners.refh import RecurrentEFH
 from streamlab.learners.reservoir import ForceReadout, ThreeFactorReadout
 from streamlab.learners.ridge import OnlineRidgeDecoder
-from streamlab.scoring import baseline_scores, kalman_baseline, run_decoder, score, shifted
+from streamlab.scoring import (
+    RidgeDecoder,
+    baseline_scores,
+    kalman_baseline,
+    run_decoder,
+    score,
+    shifted,
+)
 from streamlab.sim.decoding import FAMILIES
 from tests.conftest import SHARED_DATA
 
@@ -64,6 +71,32 @@ def test_adaptive_decoder_matches_the_offline_kalman_decoder_on_every_family(fam
     assert np.median(ours) > 0.4, ours
     assert min(ours) >= min(offline) - 0.05, (ours, offline)
     assert max(controls) <= 0.1, controls
+
+
+def test_online_ridge_with_intermittent_labels_beats_the_static_decoders_on_drifting_tuning():
+    """Ten seeds of the drifting family (tuning random-walks after calibration, some units
+    fall silent), 1,500 bins, first half calibrated; then a label every 10 samples, each
+    decoded before it is learned from. The online ridge decoder (forgetting 0.999) against
+    ridge and the Kalman decoder fit on the calibration half, which cannot use those labels.
+    Measured (median / worst): 0.77 / 0.49 against ridge 0.75 / 0.39 and Kalman 0.68 / 0.29;
+    it beat ridge on all ten seeds."""
+    ours, ridge, kalman = [], [], []
+    for seed in SEEDS:
+        data = FAMILIES["drifting"](seed, n_bins=BINS)
+        x, y = data.counts, data.behaviour
+        calibration = len(x) // 2
+        truth = y[calibration:]
+        learner = OnlineRidgeDecoder(n_components=y.shape[1], forgetting=0.999)
+        decoded = run_decoder(learner, x, y, calibration, feedback_every=10)
+        ours.append(score("ridge", truth, decoded[calibration:]).mean_r2)
+        static = RidgeDecoder.fit(x[:calibration], y[:calibration]).predict(x)
+        ridge.append(score("static ridge", truth, static[calibration:]).mean_r2)
+        kalman.append(
+            score("kalman", truth, kalman_baseline(x, y, calibration)[calibration:]).mean_r2
+        )
+    assert np.median(ours) > np.median(ridge) > np.median(kalman), (ours, ridge, kalman)
+    assert min(ours) > min(ridge), (ours, ridge)
+    assert sum(a > b for a, b in zip(ours, ridge, strict=True)) >= 8, (ours, ridge)
 
 
 # -- the shared linear track -------------------------------------------------------------------
