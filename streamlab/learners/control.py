@@ -22,7 +22,15 @@ import torch
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners.base import Learner, StateValue, TargetLearner, require_positive_int
-from streamlab.learners.local_rules import bmv, np_bmv, np_lerp, np_outer, outer, solve_or_nan
+from streamlab.learners.local_rules import (
+    bmv,
+    np_bmv,
+    np_lerp,
+    np_outer,
+    outer,
+    rls_step_,
+    solve_or_nan,
+)
 
 Matrix = tuple[tuple[float, ...], ...] | list[list[float]]
 TRANSFORMS = ("sqrt", "none")  # the adaptive decoder's input transforms
@@ -414,25 +422,6 @@ class AdaptiveKalmanDecoder(TargetLearner):
         floor = torch.full_like(count, 1.0 - self.forgetting)
         return torch.maximum(1.0 / count.clamp(min=1.0), floor)
 
-    def _rls_(
-        self,
-        theta: torch.Tensor,
-        P: torch.Tensor,
-        regressor: torch.Tensor,
-        target: torch.Tensor,
-        mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """One masked RLS step with forgetting, in place; returns the a-posteriori residual."""
-        lam = self.forgetting
-        Pphi = bmv(P, regressor)
-        denom = lam + (regressor * Pphi).sum(1, keepdim=True)
-        gain = Pphi / denom * mask.unsqueeze(1)
-        residual = target - bmv(theta, regressor)
-        theta.add_(outer(residual, gain))
-        P.sub_(outer(gain, Pphi))
-        P.copy_(_symmetric(P) * (1.0 + mask * (1.0 / lam - 1.0)).view(-1, 1, 1))
-        return residual * (lam / denom)
-
     def _update(self, x: torch.Tensor) -> torch.Tensor:
         y = self._pending
         if y is not None and y.shape[1] != self.n_components:
@@ -468,13 +457,13 @@ class AdaptiveKalmanDecoder(TargetLearner):
         mask = finite.all(1).to(y.dtype)
         y = torch.where(finite, y, 0.0)  # unlabelled rows: masked out, kept finite
         regressor = torch.cat([y, torch.ones_like(y[:, :1])], dim=1)
-        residual = self._rls_(self._theta, self._P, regressor, x, mask)
+        residual = rls_step_(self._theta, self._P, regressor, x, mask, self.forgetting)
         self._labelled.add_(mask)
         rate = (self._average_rate(self._labelled) * mask).unsqueeze(1)
         self._noise.add_(rate * (residual.square() - self._noise)).clamp_(min=self.noise_floor)
         if self.A is None:
             both = mask * self._has_previous
-            dyn_residual = self._rls_(self._A, self._P_dyn, self._previous, y, both)
+            dyn_residual = rls_step_(self._A, self._P_dyn, self._previous, y, both, self.forgetting)
             self._pairs.add_(both)
             rate_w = (self._average_rate(self._pairs) * both).view(-1, 1, 1)
             self._W.add_(rate_w * (outer(dyn_residual, dyn_residual) - self._W))
@@ -538,7 +527,7 @@ class AdaptiveKalmanDecoder(TargetLearner):
         target: np.ndarray,
         mask: np.ndarray,
     ) -> np.ndarray:
-        """`_rls_` in NumPy, in place on the views."""
+        """`local_rules.rls_step_` in NumPy, in place on the views."""
         lam = self.forgetting
         Pphi = np_bmv(P, regressor)
         denom = lam + (regressor * Pphi).sum(1, keepdims=True)

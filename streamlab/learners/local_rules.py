@@ -271,3 +271,25 @@ def running_sd(m2: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
 def signed_sqrt(x: torch.Tensor) -> torch.Tensor:
     """sign(x) √|x|: the variance-stabilising square root of counts, odd for signed input."""
     return torch.sign(x) * x.abs().sqrt()
+
+
+def rls_step_(
+    theta: torch.Tensor,
+    P: torch.Tensor,
+    regressor: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    forgetting: float,
+) -> torch.Tensor:
+    """One masked recursive-least-squares step with forgetting λ, in place on the weights
+    theta (B, q, d) and the inverse-Gram P (B, d, d) for a regressor (B, d) and target (B, q);
+    streams whose mask (B,) is 0 are left as they are. Returns the a-posteriori residual."""
+    Pphi = bmv(P, regressor)
+    denom = forgetting + (regressor * Pphi).sum(1, keepdim=True)
+    gain = Pphi / denom * mask.unsqueeze(1)
+    residual = target - bmv(theta, regressor)
+    theta.add_(outer(residual, gain))
+    P.sub_(outer(gain, Pphi))
+    symmetric = 0.5 * (P + P.transpose(1, 2))
+    P.copy_(symmetric * (1.0 + mask * (1.0 / forgetting - 1.0)).view(-1, 1, 1))
+    return residual * (forgetting / denom)

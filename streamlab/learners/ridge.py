@@ -10,7 +10,7 @@ import torch
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners.base import TargetLearner, require_positive_int
-from streamlab.learners.local_rules import bmv, outer, running_sd, signed_sqrt, welford_
+from streamlab.learners.local_rules import bmv, rls_step_, running_sd, signed_sqrt, welford_
 
 
 class OnlineRidgeDecoder(TargetLearner):
@@ -129,23 +129,17 @@ class OnlineRidgeDecoder(TargetLearner):
         unit = bmv(self._W, phi)
         decoded = unit * scale + self._y_mean
         if y is not None:
-            self._learn(phi, unit, y)
+            self._learn(phi, y)
         return decoded
 
-    def _learn(self, phi: torch.Tensor, unit: torch.Tensor, y: torch.Tensor) -> None:
+    def _learn(self, phi: torch.Tensor, y: torch.Tensor) -> None:
         """One masked RLS step on the standardised target (rows with a NaN: no step)."""
         finite = torch.isfinite(y)
         mask = finite.all(1, keepdim=True).to(y.dtype)
         target = torch.where(finite, y, 0.0)
         welford_(self._y_mean, self._y_m2, self._y_count, target, mask)
         standardised = (target - self._y_mean) / running_sd(self._y_m2, self._y_count)
-        lam = float(self.forgetting)
-        Pphi = bmv(self._P, phi)
-        gain = Pphi / (lam + (phi * Pphi).sum(1, keepdim=True)) * mask
-        self._W.add_(outer((standardised - unit) * mask, gain))
-        self._P.sub_(outer(gain, Pphi))
-        symmetric = 0.5 * (self._P + self._P.transpose(1, 2))
-        self._P.copy_(symmetric * (1.0 + mask * (1.0 / lam - 1.0)).unsqueeze(2))
+        rls_step_(self._W, self._P, phi, standardised, mask[:, 0], float(self.forgetting))
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         phi = self._features(x, learn=False)
