@@ -769,7 +769,8 @@ class BioOFC(TargetLearner):
         Ct = self._C.transpose(1, 2)
         gram = torch.bmm(Ct, self._C)
         shift = gram.diagonal(dim1=1, dim2=2).mean(1) * INITIAL_ESTIMATE_RIDGE
-        gram = gram + shift[:, None, None] * torch.eye(gram.shape[1]).to(gram)
+        eye = torch.eye(gram.shape[1], dtype=gram.dtype, device=gram.device)  # no host copy
+        gram = gram + shift[:, None, None] * eye
         return torch.linalg.solve_ex(gram, bmv(Ct, x)).result
 
     def _estimate(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -860,7 +861,7 @@ class BioOFC(TargetLearner):
             Ct = C.transpose(0, 2, 1)
             gram = np.matmul(Ct, C)
             shift = np.diagonal(gram, axis1=1, axis2=2).mean(1) * INITIAL_ESTIMATE_RIDGE
-            gram = gram + shift[:, None, None] * np.eye(gram.shape[1])
+            gram = gram + shift[:, None, None] * np.eye(gram.shape[1], dtype=gram.dtype)
             xhat = solve_or_nan(gram, np.matmul(Ct, obs[:, :, None]))[:, :, 0]
         else:
             xhat = np_bmv(A, xhats[:, (t - 1) % slots]) + np_bmv(B, us[:, (t - 1) % slots])
