@@ -210,3 +210,13 @@ def test_run_decoder_never_shows_labels_after_calibration() -> None:
     a = run_decoder(AdaptiveKalmanDecoder(device="cpu"), x, y, 500)
     b = run_decoder(AdaptiveKalmanDecoder(device="cpu"), x, noisy, 500)
     np.testing.assert_array_equal(a, b)
+
+
+def test_the_calibration_boundary_is_written_once(tmp_path) -> None:
+    """A resumed run whose first sample is past the boundary crosses it again; the record of
+    where calibration ended stays the first one."""
+    store = RunStore.create(str(tmp_path / "run.zarr"), config={"calibrate": 15.0}, source={})
+    first = {"seconds": 15.0, "end_t": 15.0, "end_seq": 1500, "first_decoded_t": 15.0}
+    store.set_calibration(first)
+    store.set_calibration({**first, "end_seq": 2400, "first_decoded_t": 24.0})
+    assert RunStore.open(str(tmp_path / "run.zarr")).attrs["calibration"] == first

@@ -306,8 +306,10 @@ class RunStore:
 
     def set_calibration(self, info: dict[str, Any]) -> None:
         """Where calibration ended: `seconds`, `end_t`, `end_seq` (the first sample given to
-        the learners without y) and `first_decoded_t`."""
-        self.root.attrs["calibration"] = info
+        the learners without y) and `first_decoded_t`. Written once: a resumed run that meets
+        the boundary again (its first sample is past it) leaves the first record as it is."""
+        if "calibration" not in self.root.attrs:
+            self.root.attrs["calibration"] = info
 
     @property
     def attrs(self) -> dict[str, Any]:
