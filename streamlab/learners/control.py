@@ -29,6 +29,7 @@ from streamlab.learners.local_rules import (
     np_outer,
     outer,
     rls_step_,
+    signed_sqrt,
     solve_or_nan,
 )
 
@@ -447,7 +448,7 @@ class AdaptiveKalmanDecoder(TargetLearner):
         """The filter step, then (with a label y) the RLS steps of the observation and dynamics
         models, in torch ops with no host-side branching on values (capturable as a graph)."""
         if self.transform == "sqrt":
-            x = torch.sign(x) * x.abs().sqrt()
+            x = signed_sqrt(x)
         mean, cov = self._posterior(x)
         self._mean.copy_(mean)
         self._cov.copy_(cov)
@@ -544,7 +545,7 @@ class AdaptiveKalmanDecoder(TargetLearner):
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         if self.transform == "sqrt":
-            x = torch.sign(x) * x.abs().sqrt()
+            x = signed_sqrt(x)
         return self._posterior(x)[0]
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:

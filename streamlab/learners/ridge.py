@@ -76,8 +76,7 @@ class OnlineRidgeDecoder(TargetLearner):
         self._in_mean = self._zeros(batch, n_features)
         self._in_m2 = self._zeros(batch, n_features)
         self._in_count = self._zeros(batch, 1)
-        self._history = self._zeros(batch, int(self.lags), n_features)  # newest first
-        self._phi = self._zeros(batch, size)
+        self._phi = self._zeros(batch, size)  # the lagged samples, newest first, then 1
         self._phi[:, -1] = 1.0
         self._W = self._zeros(batch, q, size)
         eye = torch.eye(size, dtype=self._torch_dtype, device=self._device)
@@ -91,7 +90,6 @@ class OnlineRidgeDecoder(TargetLearner):
             "in_mean": self._in_mean,
             "in_m2": self._in_m2,
             "in_count": self._in_count,
-            "history": self._history,
             "phi": self._phi,
             "W": self._W,
             "P": self._P,
@@ -100,17 +98,23 @@ class OnlineRidgeDecoder(TargetLearner):
             "y_count": self._y_count,
         }
 
+    @property
+    def _history(self) -> torch.Tensor:
+        """The lagged standardised samples (B, lags, n), newest first: a view into φ."""
+        return self._phi[:, :-1].view(self._batch, int(self.lags), -1)
+
     def _features(self, x: torch.Tensor, learn: bool) -> torch.Tensor:
         """φ for sample x: the standardised sample and the `lags - 1` before it, and a 1; with
-        `learn` the running input statistics and the history advance (in place)."""
+        `learn` the running input statistics advance and the lags shift along in place."""
         root = signed_sqrt(x)
         if not learn:
             history = torch.cat([self._standardise(root).unsqueeze(1), self._history[:, :-1]], 1)
             return torch.cat([history.flatten(1), self._phi[:, -1:]], 1)
         welford_(self._in_mean, self._in_m2, self._in_count, root)
-        self._history[:, 1:] = self._history[:, :-1].clone()
-        self._history[:, 0] = self._standardise(root)
-        self._phi[:, :-1] = self._history.flatten(1)
+        history = self._history
+        for lag in range(int(self.lags) - 1, 0, -1):  # oldest first: nothing is overwritten early
+            history[:, lag].copy_(history[:, lag - 1])
+        history[:, 0].copy_(self._standardise(root))
         return self._phi
 
     def _standardise(self, root: torch.Tensor) -> torch.Tensor:
