@@ -21,7 +21,7 @@ from streamlab.learners.control import AdaptiveKalmanDecoder
 from streamlab.learners.refh import RecurrentEFH
 from streamlab.learners.reservoir import ForceReadout, ThreeFactorReadout
 from streamlab.learners.ridge import OnlineRidgeDecoder
-from streamlab.scoring import score
+from streamlab.scoring import decode_of, score
 from streamlab.sim.decoding import cosine_velocity
 
 MAKERS: dict[str, Callable[[str, int], Any]] = {
@@ -47,15 +47,13 @@ def decode(name: str, device: str, x: np.ndarray, y: np.ndarray, calibration: in
         else:
             began = time.perf_counter()
         out = learner.step(xs[t], ys[t] if t < calibration else None)
-        if name == "refh":
-            out = learner.extra_outputs()["readout"][0]
         if cuda:
             end.record()
             end.synchronize()
             seconds[t] = start.elapsed_time(end) / 1e3
         else:
             seconds[t] = time.perf_counter() - began
-        rows.append(out.detach().to("cpu", torch.float64).numpy().copy())
+        rows.append(np.asarray(decode_of(learner, out), dtype=np.float64))
     return np.asarray(rows), seconds
 
 

@@ -35,7 +35,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,19 +54,13 @@ REAL = "linear_track (real)"
 TRACK_SECONDS, TRACK_BIN_S = 900.0, 0.25
 
 
-def _readout(learner: Any, _: torch.Tensor) -> np.ndarray:
-    """The rEFH's decode: its RLS readout of the hidden means, not its hidden means."""
-    return learner.extra_outputs()["readout"][0].detach().cpu().numpy()
-
-
 @dataclass(frozen=True)
 class Decoder:
     """An online decoder: its registry spec without the output size, the parameter that sets
-    that size, and where its decode is (the returned output, or an extra output)."""
+    that size, and how often it gets a label after calibration."""
 
     spec: str
     size_param: str = "n_components"
-    output: Callable[[Any, torch.Tensor], np.ndarray] | None = None
     feedback_every: int | None = None  # a label every k samples after calibration
 
     def build(self, q: int, seed: int) -> Any:
@@ -79,7 +72,7 @@ DECODERS = {
     "akd": Decoder("akd"),
     "three_factor": Decoder("three_factor:neuron=rate"),
     "force": Decoder("force:neuron=rate"),
-    "refh": Decoder("refh", "n_targets", _readout),
+    "refh": Decoder("refh", "n_targets"),
     "online_ridge": Decoder("ridge"),
     # intermittent feedback: a label every 10 samples after calibration, forgetting 0.999
     "akd+fb": Decoder("akd:forgetting=0.999", feedback_every=10),
@@ -128,9 +121,7 @@ def evaluate(family: str, seed: int, x: np.ndarray, y: np.ndarray, describe: str
         start = time.perf_counter()
         for key, data, out in ((name, x, session.r2), (name, control, session.shift)):
             learner = decoder.build(y.shape[1], seed)
-            decoded = run_decoder(
-                learner, data, y, calibration, decoder.output, decoder.feedback_every
-            )
+            decoded = run_decoder(learner, data, y, calibration, decoder.feedback_every)
             row = score(key, truth, decoded[calibration:])
             out[name] = row.mean_r2
             if data is x:

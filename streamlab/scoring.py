@@ -14,12 +14,13 @@ circularly shifted against the labels by half the stream, whose score must colla
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from streamlab.dashboard.feed import DECODER_CLASSES, resolve_channels
 from streamlab.errors import ConfigError, InputShapeError
 
 LAG_CHOICES = (1, 2, 3, 5, 8)  # samples of history the ridge baseline may use
@@ -189,14 +190,12 @@ def run_decoder(
     x: np.ndarray,
     y: np.ndarray,
     calibration: int,
-    output: Callable[[object, torch.Tensor], np.ndarray] | None = None,
     feedback_every: int | None = None,
 ) -> np.ndarray:
     """Step `learner` over x (T, n), with y for the first `calibration` rows and a NaN label
     after (predict only), except, with `feedback_every` k, every k-th row after calibration
     (intermittent feedback: each such row is still decoded before its label is learned from);
-    returns its decoded y per row (its output, or `output(learner, returned)` for learners that
-    decode through an extra output)."""
+    returns its decode per row (`decode_of`)."""
     x = np.asarray(x, dtype=np.float64)
     y = _as_2d(y)
     unlabelled = np.full(y.shape[1], np.nan)
@@ -206,8 +205,16 @@ def run_decoder(
             feedback_every is not None and (t - calibration) % feedback_every == feedback_every - 1
         )
         returned = learner.step(x[t], y[t] if labelled else unlabelled)  # type: ignore[attr-defined]
-        rows.append(output(learner, returned) if output else returned.detach().cpu().numpy())
+        rows.append(decode_of(learner, returned))
     return np.asarray(rows, dtype=np.float64).reshape(len(x), -1)
+
+
+def decode_of(learner: object, returned: torch.Tensor) -> np.ndarray:
+    """A decoder's decode of the sample it just stepped: what `step` returned, or, for a learner
+    that decodes through an extra output (the rEFH's readout), that output."""
+    if DECODERS.get(type(learner).__name__) == "readout":
+        returned = learner.extra_outputs()["readout"][0]  # type: ignore[attr-defined]
+    return returned.detach().cpu().numpy()
 
 
 def shifted(x: np.ndarray, shift: int | None = None) -> np.ndarray:
@@ -299,13 +306,9 @@ def _as_2d(values: np.ndarray) -> np.ndarray:
 
 
 # -- a run store ---------------------------------------------------------------------------------
-DECODERS = {
-    "AdaptiveKalmanDecoder": "output",
-    "ThreeFactorReadout": "output",
-    "ForceReadout": "output",
-    "OnlineRidgeDecoder": "output",
-    "RecurrentEFH": "readout",
-}  # where each puts its decode
+# where each decoder class puts its decode: the learners the dashboard draws as decoders, in
+# their output; the rEFH in its readout (its output is its hidden means)
+DECODERS = dict.fromkeys(DECODER_CLASSES, "output") | {"RecurrentEFH": "readout"}
 
 
 def score_store(path: str, shift_control: bool = True) -> dict[str, DecodingTable]:
@@ -313,7 +316,6 @@ def score_store(path: str, shift_control: bool = True) -> dict[str, DecodingTabl
     baselines fit on the recorded input and labels of the calibration part (and, with
     `shift_control`, the decoder rerun on circularly shifted input). Needs a run made with
     `--calibrate` and `--record-input`."""
-    from streamlab.dashboard.feed import resolve_channels
     from streamlab.learners.registry import learner_targets, name_specs
     from streamlab.store.run_store import RunStore
 
@@ -369,17 +371,12 @@ def score_store(path: str, shift_control: bool = True) -> dict[str, DecodingTabl
         rows = [score(name, y[calibration:], predicted)]
         if shift_control:
             learner = specs[name].build(device="cpu", seed=config.get("seed"))
-            output = _readout if DECODERS[cls] == "readout" else None
-            control = run_decoder(learner, shifted(x), y, calibration, output)
+            control = run_decoder(learner, shifted(x), y, calibration)
             rows.append(score(f"{name} (shift control)", y[calibration:], control[calibration:]))
         tables[name] = DecodingTable(
             calibration, len(seq) - calibration, y_names, [*rows, *baselines[key]]
         )
     return tables
-
-
-def _readout(learner: object, _: torch.Tensor) -> np.ndarray:
-    return learner.extra_outputs()["readout"][0].detach().cpu().numpy()  # type: ignore[attr-defined]
 
 
 def _calibration_end_seq(attrs: dict, t: np.ndarray, seq: np.ndarray, config: dict) -> int:

@@ -121,20 +121,17 @@ def test_linear_track_figures_for_every_decoder_beside_ridge() -> None:
     ridge = baselines["baseline: ridge"]
     assert 0.3 < ridge < 0.45
     decoders = {
-        "akd": (lambda: AdaptiveKalmanDecoder(), None),
-        "online ridge": (lambda: OnlineRidgeDecoder(), None),
-        "force": (lambda: ForceReadout(n_components=2, seed=0), None),
-        "three_factor": (lambda: ThreeFactorReadout(n_components=2, seed=0), None),
-        "refh": (
-            lambda: RecurrentEFH(n_targets=2, seed=0),
-            lambda learner, _: learner.extra_outputs()["readout"][0].numpy(),
-        ),
+        "akd": AdaptiveKalmanDecoder,
+        "online ridge": OnlineRidgeDecoder,
+        "force": lambda: ForceReadout(n_components=2, seed=0),
+        "three_factor": lambda: ThreeFactorReadout(n_components=2, seed=0),
+        "refh": lambda: RecurrentEFH(n_targets=2, seed=0),
     }
     r2 = {}
-    for name, (make, output) in decoders.items():
-        decoded = run_decoder(make(), x, y, calibration, output)
+    for name, make in decoders.items():
+        decoded = run_decoder(make(), x, y, calibration)
         r2[name] = score(name, truth, decoded[calibration:]).mean_r2
-        control = run_decoder(make(), shifted(x), y, calibration, output)
+        control = run_decoder(make(), shifted(x), y, calibration)
         assert score(name, truth, control[calibration:]).mean_r2 <= 0.1, name
     for name in ("akd", "online ridge", "three_factor", "force"):
         assert r2[name] >= ridge - 0.02, r2
