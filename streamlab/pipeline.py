@@ -245,7 +245,7 @@ class Pipeline:
             self._open_sinks()
         for sink in self.sinks:
             sink.on_frame(frame, outputs, latency, extras)
-        if labelled < m:
+        if labelled < m and self._labelled:
             self._end_calibration(frame, labelled)
         for name, output in outputs.items():
             if not _all_finite(output):  # one check per frame, not per sample
@@ -261,10 +261,12 @@ class Pipeline:
     def _labelled_samples(self, frame: Frame) -> int:
         """How many of `frame`'s samples, from its first, still carry y (all of them unless
         calibration ends inside or before this frame)."""
+        if not self._labelled:
+            return 0
         end = self.calibration_end_t
-        if end is None or not self._labelled:
-            return frame.n_samples if self._labelled else 0
-        rate = frame.rate or (self._stream.rate if self._stream is not None else None)
+        if end is None:
+            return frame.n_samples
+        rate = self._rate(frame)
         if frame.n_samples == 1 or not rate:
             return frame.n_samples if frame.t < end else 0
         times = frame.t + np.arange(frame.n_samples) / rate
@@ -272,15 +274,17 @@ class Pipeline:
 
     def _end_calibration(self, frame: Frame, labelled: int) -> None:
         """Calibration ended at sample `labelled` of `frame`: no y from here on; tell the sinks
-        (once) where."""
-        if not self._labelled:
-            return
+        where."""
         self._labelled = False
-        rate = frame.rate or (self._stream.rate if self._stream is not None else None)
+        rate = self._rate(frame)
         t = frame.t + labelled / rate if rate else frame.t
         assert self.calibrate is not None and self.calibration_end_t is not None
         for sink in self.sinks:
             sink.on_calibration(self.calibrate, self.calibration_end_t, frame.seq + labelled, t)
+
+    def _rate(self, frame: Frame) -> float | None:
+        """Samples per second of `frame`: its own, else the stream's."""
+        return frame.rate or (self._stream.rate if self._stream is not None else None)
 
     def _step_sample(
         self,

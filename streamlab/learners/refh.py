@@ -22,7 +22,7 @@ import torch
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners.base import TargetLearner, require_positive_int
-from streamlab.learners.local_rules import bmv, outer
+from streamlab.learners.local_rules import bmv, rls_step_
 
 VISIBLE_KINDS = ("poisson", "bernoulli", "gaussian")
 HIDDEN_KINDS = ("bernoulli", "gaussian")
@@ -289,15 +289,15 @@ class RecurrentEFH(TargetLearner):
         self._last_readout.copy_(bmv(self._readout, regressor))
         if y is None:
             return
-        lam = self.readout_forgetting
-        mask = torch.isfinite(y).all(1, keepdim=True).to(y.dtype)
-        Pphi = bmv(self._readout_P, regressor)
-        gain = Pphi / (lam + (regressor * Pphi).sum(1, keepdim=True)) * mask
-        residual = torch.nan_to_num(y) - self._last_readout
-        self._readout.add_(outer(residual, gain))
-        self._readout_P.sub_(outer(gain, Pphi))
-        P = 0.5 * (self._readout_P + self._readout_P.transpose(1, 2))
-        self._readout_P.copy_(P * (1.0 + mask * (1.0 / lam - 1.0)).unsqueeze(2))
+        mask = torch.isfinite(y).all(1).to(y.dtype)
+        rls_step_(
+            self._readout,
+            self._readout_P,
+            regressor,
+            torch.nan_to_num(y),
+            mask,
+            float(self.readout_forgetting),
+        )
 
     def track(self, x: torch.Tensor) -> torch.Tensor:
         """Filter without learning: the hidden means for `x` ((n,) or (B, n)), carried forward

@@ -537,27 +537,19 @@ class _Readout(TargetLearner):
         if parsed is not None:
             target, mask, gate = parsed
             if self.standardize_targets:
-                self._track_targets(target, mask)
-                target = (target - self._y_mean) / self._target_scale()
+                welford_(self._y_mean, self._y_m2, self._y_count, target, mask)
+                target = (target - self._y_mean) / running_sd(self._y_m2, self._y_count)
             self._learn(phi, (target - unit) * mask, mask, gate)
         else:
             self._trace(phi)
         return z
-
-    def _target_scale(self) -> torch.Tensor:
-        """Each target's running standard deviation (1 until two labels were seen)."""
-        return running_sd(self._y_m2, self._y_count)
 
     def _to_target_units(self, unit: torch.Tensor) -> torch.Tensor:
         """A prediction in standardised units back in the targets' own (with
         `standardize_targets`; otherwise the readout works in the targets' units throughout)."""
         if not self.standardize_targets:
             return unit
-        return unit * self._target_scale() + self._y_mean
-
-    def _track_targets(self, target: torch.Tensor, mask: torch.Tensor) -> None:
-        """Welford's update of the targets' running mean and deviations, labelled entries only."""
-        welford_(self._y_mean, self._y_m2, self._y_count, target, mask)
+        return unit * running_sd(self._y_m2, self._y_count) + self._y_mean
 
     def _trace(self, phi: torch.Tensor) -> None:
         """Advance the rule's own traces on a sample without a target."""
