@@ -69,7 +69,9 @@ def test_clustering_reaches_ari_above_0_9_on_every_seed() -> None:
     """8 data seeds as 8 streams of one learner, 5 clusters of unequal size. Stated figures: on
     the last 500 of 1,500 samples the argmax unit's adjusted Rand index vs the true cluster is
     > 0.9 for every seed (measured 1.0 on all 8); each unit responds to one cluster: its mean
-    output there is > 5x its mean output on any other cluster (measured >= 10x; homeostasis,
+    output there is > 4x its mean output on any other cluster (measured >= 4.7x, 8 to 16x on
+    seven of the eight seeds; it was >= 10x with the input scaled by its global norm, before
+    the default became per-channel scaling, which stretches these isotropic clusters; homeostasis,
     which equalises the units' use, lets units for small clusters answer weakly at the edge of
     neighbouring ones), every sample it wins is from that cluster, and the units' clusters are
     all different."""
@@ -97,7 +99,7 @@ def test_clustering_reaches_ari_above_0_9_on_every_seed() -> None:
         f"next cluster, worst unit) {np.round(selectivity, 1).tolist()}"
     )
     assert min(scores) > 0.9
-    assert min(selectivity) > 5
+    assert min(selectivity) > 4
 
 
 # -- manifold tiling -----------------------------------------------------------------------------
@@ -192,8 +194,8 @@ def test_active_set_and_damped_dynamics_reach_the_same_fixed_point() -> None:
     stream(learner, np.stack([np.cos(theta), np.sin(theta)], axis=-1))
     angles = rng.uniform(0, 2 * np.pi, 64)
     xc = torch.from_numpy(np.stack([np.cos(angles), np.sin(angles)], axis=1))
-    xc = (xc - learner._mean) * torch.rsqrt(learner._mean_sq_norm)
-    drive = xc @ learner._W[0].T - learner._b
+    xc = (xc - learner._mean) * learner._inverse_scale()
+    drive = xc @ learner.feedforward[0].T - learner._b
     lateral = learner._L.expand(64, -1, -1)
     common = {"damping": 0.5, "tol": 1e-9, "early_exit": True}
     exact = rectified_fixed_point(drive, lateral, solver="active_set", max_iter=50, **common)

@@ -330,8 +330,20 @@ class NonnegativeSimilarityMatching(Learner):
         latency matters); a converged stream is frozen, so the answers are the same on every
         device and for any batch.
     center, normalize
-        Subtract the running mean of the input; divide by the running root-mean-square norm of
-        the centred input (the similarity x.x' must be negative between clusters).
+        Subtract the running mean of the input (the similarity x.x' must be negative between
+        clusters), and scale it: `"channel"` (or True, the default) divides each channel by its
+        running standard deviation times sqrt(n), so every channel weighs the same and a frame's
+        mean square norm is 1; `"norm"` divides by the running root-mean-square norm of the
+        centred input (the earlier default: a few high-variance channels then make the
+        clusters, which left units owning one calcium cell each on the zebrafish tectum);
+        False leaves the input as it is.
+    restart
+        Every `init_samples` steps, a unit that owns fewer than 2 channels (is the largest
+        feedforward weight of fewer than 2) restarts on the worst-explained sample since the
+        last check (largest |x - W^T y|): its weights become that sample, its activity and
+        threshold their initial values. Only with at least 4 k channels (otherwise, as on a
+        ring or sphere, the data cannot give every unit two). On the zebrafish tectum this
+        turned a unit owning 1 cell into one owning 3 (see tests/test_nsm_generalisation.py).
     backend
         `"auto"` (the learning step in NumPy on the CPU up to 1,024 streams in lockstep, torch
         beyond; replayed as a CUDA graph on CUDA), `"torch"` (eager torch ops everywhere) or
@@ -356,7 +368,8 @@ class NonnegativeSimilarityMatching(Learner):
         tol: float = 1e-6,
         max_iter: int = 50,
         center: bool = True,
-        normalize: bool = True,
+        normalize: bool | str = True,
+        restart: bool = True,
         backend: str = "auto",
         device: str = "auto",
         dtype: str = "float32",
@@ -364,6 +377,7 @@ class NonnegativeSimilarityMatching(Learner):
     ) -> None:
         self.n_components = n_components
         self.init_samples = init_samples
+        self.restart = restart
         self.activity_init = activity_init
         self.eta_min = eta_min
         self.threshold_rate = threshold_rate
@@ -393,6 +407,8 @@ class NonnegativeSimilarityMatching(Learner):
             raise ConfigError(f"target_activity must be positive, got {target_activity!r}")
         if solver not in ("active_set", "jacobi"):
             raise ConfigError(f"solver must be 'active_set' or 'jacobi', got {solver!r}")
+        if normalize not in (True, False, "channel", "norm"):
+            raise ConfigError(f"normalize must be 'channel', 'norm' or a bool, got {normalize!r}")
         if not 0 < damping <= 1 or tol <= 0 or int(max_iter) != max_iter or max_iter < 1:
             raise ConfigError(
                 f"the solver needs 0 < damping <= 1, tol > 0 and max_iter >= 1, got "
@@ -416,24 +432,45 @@ class NonnegativeSimilarityMatching(Learner):
         self._b = self._zeros(batch, k)
         self._Yhat = self._zeros(batch, k).fill_(self.activity_init)
         self._mean = self._zeros(batch, n_features)
-        self._mean_sq_norm = self._zeros(batch)
+        self._sq_scale = self._zeros(batch, n_features)
         self._buffer = self._zeros(batch, self._n_init, n_features)
+        self._candidate = self._zeros(batch, n_features)  # worst-explained sample, centred
+        self._candidate_error = self._zeros(batch).fill_(-1.0)
         self._offdiag = 1.0 - torch.eye(k, dtype=self._torch_dtype, device=self._device)
 
     def _prepare(self, x: torch.Tensor, rate: float | torch.Tensor | None) -> torch.Tensor:
-        """Centre and scale x with the running statistics, first moving them by `rate` (1/t)
-        when learning (None: inference only)."""
+        """Centre x with the running mean, first moving the mean and the squared scale by
+        `rate` (1/t) when learning (None: inference only). Returned unscaled: W is kept in the
+        same units, and the scale applied in the drive (see `_solve`)."""
         if self.center:
             if rate is not None:
                 self._mean.add_((x - self._mean) * rate)
             xc = x - self._mean
         else:
             xc = x.clone()
-        if self.normalize:
-            if rate is not None:
-                self._mean_sq_norm.mul_(1.0 - rate).add_(xc.square().sum(1) * rate)
-            xc.mul_(torch.rsqrt(self._mean_sq_norm + 1e-12).unsqueeze(1))
+        if self.normalize and rate is not None:
+            self._sq_scale.mul_(1.0 - rate).add_(self._squares(xc) * rate)
         return xc
+
+    def _squares(self, xc: torch.Tensor) -> torch.Tensor:
+        """What the running squared scale averages, per channel (..., n): n x^2 for
+        `"channel"` scaling, the squared norm |x|^2 on every channel for `"norm"`."""
+        if self.normalize == "norm":
+            return xc.square().sum(-1, keepdim=True).expand_as(xc)
+        return xc.square() * xc.shape[-1]
+
+    def _inverse_sq_scale(self) -> torch.Tensor:
+        """1 / scale^2 per channel (B, n) (ones without `normalize`). A channel's squared scale
+        is floored at 1e-3 of the channels' mean, so a channel silent so far cannot blow up
+        its first event."""
+        if not self.normalize:
+            return torch.ones_like(self._sq_scale)
+        floor = 1e-3 * self._sq_scale.mean(1, keepdim=True) + 1e-12
+        return (self._sq_scale + floor).reciprocal()
+
+    def _inverse_scale(self) -> torch.Tensor:
+        """1 / scale per channel (B, n): what centred input is multiplied by."""
+        return self._inverse_sq_scale().sqrt()
 
     def _initialize_from_buffer(self) -> None:
         """Running statistics from the buffered samples, and W's rows by farthest-point
@@ -442,22 +479,25 @@ class NonnegativeSimilarityMatching(Learner):
         batch, _, n = buffer.shape
         if self.center:
             self._mean.copy_(buffer.mean(1))
-        centred = buffer - self._mean.unsqueeze(1) if self.center else buffer.clone()
+        raw = buffer - self._mean.unsqueeze(1) if self.center else buffer.clone()
         if self.normalize:
-            self._mean_sq_norm.copy_(centred.square().sum(2).mean(1))
-            centred.mul_(torch.rsqrt(self._mean_sq_norm + 1e-12).view(batch, 1, 1))
+            self._sq_scale.copy_(self._squares(raw).mean(1))
+        centred = raw * self._inverse_scale().unsqueeze(1)
         distance = centred.square().sum(2)  # (B, m): from the mean, for the first pick
         nearest = torch.full_like(distance, float("inf"))
         for unit in range(self.n_components):
             index = distance.argmax(1).view(batch, 1, 1).expand(batch, 1, n)
             chosen = centred.gather(1, index).squeeze(1)
-            self._W[:, unit].copy_(chosen)
+            self._W[:, unit].copy_(raw.gather(1, index).squeeze(1))
             nearest = torch.minimum(nearest, (centred - chosen.unsqueeze(1)).square().sum(2))
             distance = nearest
 
     def _solve(self, xc: torch.Tensor) -> torch.Tensor:
+        """The fixed point for centred input xc: the drive is (W s) . (xc s) = W . (xc s^2)
+        with s the current inverse scale, so W (in the input's units) rescales itself whenever
+        the running scale moves, and early samples are not frozen in at early scales."""
         return rectified_fixed_point(
-            bmv(self._W, xc) - self._b,
+            bmv(self._W, xc * self._inverse_sq_scale()) - self._b,
             self._L,
             solver=self.solver,
             damping=self.damping,
@@ -477,10 +517,48 @@ class NonnegativeSimilarityMatching(Learner):
             return self._infer(x)
         rates = (1.0 / self._steps,)
         if self._numpy_step:
-            return self._learn_numpy(x, rates[0])
-        if self._graph_step:  # up to 2 x max_iter solver iterations: one graph, not ~1,000 launches
-            return self._graphed(self._learn, x, rates, "learn")
-        return self._learn(x, rates)
+            y = self._learn_numpy(x, rates[0])
+        elif self._graph_step:  # up to 2 x max_iter solver iterations: one graph, not ~1,000
+            y = self._graphed(self._learn, x, rates, "learn")
+        else:
+            y = self._learn(x, rates)
+        if self._restarts_apply(x.shape[1]):
+            self._track_worst_explained(x, y)
+            if self._steps % m == 0:
+                self._restart_degenerate_units()
+        return y
+
+    def _restarts_apply(self, n_features: int) -> bool:
+        """Restarts run when asked for and when every unit could own two channels twice
+        over (n >= 4 k): with fewer channels (a ring, a sphere) owning one is no fault."""
+        return bool(self.restart) and n_features >= 4 * self.n_components
+
+    def _track_worst_explained(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Keep, per stream, the sample least explained by W^T y since the last check (torch
+        ops, no host sync)."""
+        xc = x - self._mean if self.center else x
+        scaled = xc * self._inverse_scale()
+        error = (scaled - bmv(self.feedforward.transpose(1, 2), y)).square().sum(1)
+        worse = error > self._candidate_error
+        self._candidate.copy_(torch.where(worse.unsqueeze(1), xc, self._candidate))
+        self._candidate_error.copy_(torch.where(worse, error, self._candidate_error))
+
+    def _restart_degenerate_units(self) -> None:
+        """Per stream, the unit owning the fewest channels restarts on the worst-explained
+        sample if it owns fewer than 2 (one unit per check, so a restarted unit has a full
+        period to win its share before it is judged again)."""
+        k = self.n_components
+        owners = self.feedforward.argmax(1)  # (B, n): each channel's unit
+        owned = torch.nn.functional.one_hot(owners, k).sum(1)  # (B, k)
+        fewest = owned.argmin(1, keepdim=True)
+        restart = torch.zeros_like(self._b, dtype=torch.bool).scatter_(
+            1, fewest, owned.gather(1, fewest) < 2
+        )
+        self._W.copy_(torch.where(restart.unsqueeze(2), self._candidate.unsqueeze(1), self._W))
+        self._Yhat.masked_fill_(restart, self.activity_init)
+        self._b.masked_fill_(restart, 0.0)
+        self._L.masked_fill_(restart.unsqueeze(2) | restart.unsqueeze(1), 0.0)
+        self._candidate_error.fill_(-1.0)
 
     def _learn(self, x: torch.Tensor, rates: Sequence[float] | torch.Tensor) -> torch.Tensor:
         """Past the initial buffer: solve for y, then the local updates, in torch ops; `rates`
@@ -509,12 +587,18 @@ class NonnegativeSimilarityMatching(Learner):
         else:
             xc = xn.copy()
         if self.normalize:
-            msn = v["mean_sq_norm"]
-            msn *= 1.0 - rate
-            msn += (xc * xc).sum(1) * rate
-            xc *= (1.0 / np.sqrt(msn + 1e-12))[:, None]
+            sq = v["sq_scale"]
+            sq *= 1.0 - rate
+            if self.normalize == "norm":
+                sq += (xc * xc).sum(1, keepdims=True) * rate
+            else:
+                sq += (xc * xc) * (xc.shape[1] * rate)
+            floor = 1e-3 * sq.mean(1, keepdims=True) + 1e-12
+            drive = np_bmv(W, xc * (1.0 / (sq + floor))) - b
+        else:
+            drive = np_bmv(W, xc) - b
         y = rectified_fixed_point_numpy(
-            np_bmv(W, xc) - b,
+            drive,
             L,
             solver=self.solver,
             damping=self.damping,
@@ -546,8 +630,10 @@ class NonnegativeSimilarityMatching(Learner):
             "b": self._b,
             "Yhat": self._Yhat,
             "mean": self._mean,
-            "mean_sq_norm": self._mean_sq_norm,
+            "sq_scale": self._sq_scale,
             "buffer": self._buffer,
+            "candidate": self._candidate,
+            "candidate_error": self._candidate_error,
         }
 
     def _numpy_tensors(self) -> dict[str, torch.Tensor]:
@@ -555,8 +641,9 @@ class NonnegativeSimilarityMatching(Learner):
 
     @property
     def feedforward(self) -> torch.Tensor:
-        """W, (B, k, n): row i is the activity-weighted mean input (centred, scaled) of unit i."""
-        return self._W
+        """W s, (B, k, n): row i is the activity-weighted mean input of unit i, centred and
+        scaled by the current running scale s (stored unscaled, see `_solve`)."""
+        return self._W * self._inverse_scale().unsqueeze(1)
 
     @property
     def lateral(self) -> torch.Tensor:
