@@ -41,6 +41,7 @@ statistics are smoothed by Cappé's recursion); the batch EM has no prior.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,7 @@ _WARM_RIDGE = 1.0  # ridge on the coupling in the burn-in fit: short buffers ove
 _RIDGE = 1e-2  # added to the feature moment whenever it is inverted exactly
 _MIN_RATE = 1e-3  # floor of ā, the curvature's rate factor (counts per bin)
 _MIN_VAR = 1e-2  # floor of the priors' variances (weights' spread >= 0.1)
+_PICK_ITER = 3  # EM iterations each burn-in start gets before the best is kept
 
 
 def _rank_one_average_(
@@ -178,9 +180,10 @@ class SwitchingGLM(Learner):
         n_inputs: int = 0,
         stickiness: float = 0.98,
         sticky_prior: float = 10.0,
-        burn_in: int = 5000,
+        burn_in: int = 2000,  # with seeded restarts 2k bins suffice (benchmarks/glm_science.py)
         burn_in_fit: str = "em",
         burn_in_iter: int = 10,
+        burn_in_restarts: int = 3,
         schedule: str = "power",
         step_exponent: float = 1.0,
         step_offset: float = 100.0,
@@ -209,6 +212,7 @@ class SwitchingGLM(Learner):
         self.burn_in = burn_in
         self.burn_in_fit = burn_in_fit
         self.burn_in_iter = burn_in_iter
+        self.burn_in_restarts = burn_in_restarts
         self.schedule = schedule
         self.step_exponent = step_exponent
         self.step_offset = step_offset
@@ -222,7 +226,7 @@ class SwitchingGLM(Learner):
         self.check_counts = check_counts
         self._init_common(device, dtype, seed)
         self._init_backend(backend)
-        for name in ("n_states", "n_basis", "refresh_every", "burn_in_iter"):
+        for name in ("n_states", "n_basis", "refresh_every", "burn_in_iter", "burn_in_restarts"):
             require_positive_int(getattr(self, name), name)
         for name in ("history", "n_inputs", "burn_in"):
             value = getattr(self, name)
@@ -324,6 +328,8 @@ class SwitchingGLM(Learner):
         self._prior_precision = self._zeros(batch, 1, n, n_hist)
         self._cursor = 0
         self._checked = False
+        self._fit_units = -1  # units of the sliced burn-in fit done; -1: none running
+        self._fit_gens: list | None = None
         burn = int(self.burn_in) if self.burn_in_fit == "em" else 0
         self._burn = self._zeros(batch, burn, n_features)
 
@@ -352,10 +358,17 @@ class SwitchingGLM(Learner):
         }
 
     def _state_scalars(self) -> dict[str, StateValue]:
-        return {"cursor": int(self._cursor)}
+        return {"cursor": int(self._cursor), "fit_units": int(self._fit_units)}
 
     def _load_scalars(self, scalars: dict[str, Any]) -> None:
         self._cursor = int(scalars["cursor"])
+        self._fit_units = int(scalars.get("fit_units", -1))
+        self._fit_gens = None  # rebuilt and replayed to fit_units on the next step
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_fit_gens"] = None  # generators do not pickle: replayed from _fit_units
+        return state
 
     def extra_outputs(self) -> dict[str, torch.Tensor]:
         """`log_likelihood`: log p(x_t | x_<t) of the last bin under the model before it learned
@@ -500,7 +513,7 @@ class SwitchingGLM(Learner):
         if self.burn_in_fit == "em":
             self._burn[:, self._steps].copy_(x)
             if self._steps + 1 == int(self.burn_in):
-                self._warm_start()
+                self._fit_units = 0  # the fit runs in slices over the next bins
             return
         weight = 1.0 / (self._steps + 1)
         self._abar.lerp_(x[:, None, : self._n_neurons].expand_as(self._abar), weight)
@@ -515,66 +528,99 @@ class SwitchingGLM(Learner):
             eye = torch.eye(self._D, dtype=x.dtype, device=x.device)
             self._P.copy_(torch.linalg.inv_ex(self._M + _RIDGE * eye).inverse)
 
-    def _warm_start(self) -> None:
-        """Fit the buffered burn-in bins of each stream by batch EM and load the fit with its
-        sufficient statistics: weights, transitions, occupancy, two-slice averages, the
-        responsibility-weighted feature moments (and their inverse), mean rates, posterior."""
+    def _fit_chunk(self) -> int:
+        """Bins per unit of the sliced burn-in fit: about 2^18 multiply-adds of emissions and
+        statistics per unit (K (n D + D²) per bin), 32-512 bins: a unit then costs a few online
+        steps (measured by benchmarks/glm_science.py: worst step / median) and the fit ends
+        within about a burn-in's length of bins."""
+        K, n, D = int(self.n_states), self._n_neurons, self._D
+        return int(np.clip(2**18 // (K * (n * D + D * D)), 32, 512))
+
+    def _fit_generators(self) -> list:
+        """One `sliced_em` generator per stream on its buffered burn-in, replayed to the units
+        already done (after a checkpoint is restored mid-fit)."""
         data = self._burn.double().cpu().numpy()
-        K = int(self.n_states)
-        lags = self._lags
+        K, lags = int(self.n_states), self._lags
+        basis = history_basis(self.basis, lags, int(self.n_basis)) if lags else np.zeros((1, 0))
+        gens = []
         for b in range(self._batch):
-            start = self._W[b].double().cpu().numpy()
-            init = SwitchingGLMParams(
-                weights=start.copy(),
-                transitions=self._A[b].double().cpu().numpy(),
-                initial=np.full(K, 1.0 / K),
-                basis=history_basis(self.basis, lags, int(self.n_basis))
-                if lags
-                else np.zeros((1, 0)),
-                n_inputs=int(self.n_inputs),
-            )
+            start = self._W[b].double().cpu().numpy().copy()
             neurons = data[b, :, : self._n_neurons]
-            init.weights[..., -1] = np.log(neurons.mean(0) + 1e-2)[None, :] + (
+            # distinct offsets kept, centred on the buffer's log mean rates
+            start[..., -1] = np.log(neurons.mean(0) + 1e-2)[None, :] + (
                 start[..., -1] - start[..., -1].mean(0, keepdims=True)
             )
-            fit, _ = fit_switching_glm_batch(
+            gen = sliced_em(
                 data[b],
-                n_states=K,
+                K,
+                basis,
+                int(self.n_inputs),
+                start,
+                self._A[b].double().cpu().numpy(),
                 n_iter=int(self.burn_in_iter),
-                init=init,
-                max_log_rate=float(self.max_log_rate),
+                restarts=int(self.burn_in_restarts),
+                seed=(0 if self.seed is None else int(self.seed)) * 7919 + b,
+                chunk=self._fit_chunk(),
                 ridge=_WARM_RIDGE,
+                max_log_rate=float(self.max_log_rate),
             )
-            features = glm_features(data[b], fit.basis, fit.n_inputs)
-            ll, rate = _emission_log_likelihood(fit, data[b], features)
-            alpha, post, two, _ = _forward_backward(fit, ll)
-            weight = post.sum(0) + 1e-6  # (K,)
-            moments = np.einsum("tk,td,te->kde", post, features, features) / weight[:, None, None]
-            moments += _RIDGE * np.eye(self._D)
-            mean_rate = np.einsum("tk,tkn->kn", post, rate) / weight[:, None]
-            as_tensor = {"dtype": self._torch_dtype, "device": self._device}
-            self._W[b].copy_(torch.as_tensor(fit.weights, **as_tensor))
-            self._A[b].copy_(torch.as_tensor(fit.transitions, **as_tensor))
-            counts = torch.as_tensor(two / max(len(post) - 1, 1), **as_tensor)
-            self._counts[b].copy_(counts)
-            self._smoothed[b].copy_(counts.unsqueeze(2).expand(K, K, K))
-            self._occupancy[b].copy_(torch.as_tensor(weight / weight.sum(), **as_tensor))
-            self._M[b].copy_(torch.as_tensor(moments, **as_tensor))
-            self._P[b].copy_(torch.as_tensor(np.linalg.inv(moments), **as_tensor))
-            self._abar[b].copy_(torch.as_tensor(np.maximum(mean_rate, _MIN_RATE), **as_tensor))
-            self._alpha[b].copy_(torch.as_tensor(alpha[-1], **as_tensor))
+            for _ in range(self._fit_units):
+                next(gen)
+            gens.append(gen)
+        return gens
+
+    def _fit_slice(self) -> None:
+        """One bounded unit of every stream's burn-in fit; at the end, load the fits."""
+        if self._fit_gens is None:
+            self._fit_gens = self._fit_generators()
+        results = []
+        for gen in self._fit_gens:
+            try:
+                next(gen)
+            except StopIteration as done:
+                results.append(done.value)
+        self._fit_units += 1
+        if results:
+            for b, (fit, acc, _) in enumerate(results):
+                self._load_fit(b, fit, acc)
+            self._fit_units, self._fit_gens = -1, None
+
+    def _load_fit(self, b: int, fit: SwitchingGLMParams, acc: _Accumulated) -> None:
+        """Start stream b's online learner from its burn-in fit and the statistics of the fit's
+        last E-step: weights, transitions, occupancy, two-slice averages, responsibility-weighted
+        feature moments (and their inverse), mean rates, the posterior at the buffer's end."""
+        K = int(self.n_states)
+        weight = acc.post_sum + 1e-6
+        moments = acc.moments / weight[:, None, None] + _RIDGE * np.eye(self._D)
+        mean_rate = acc.rate_sum / weight[:, None]
+        as_tensor = {"dtype": self._torch_dtype, "device": self._device}
+        self._W[b].copy_(torch.as_tensor(fit.weights, **as_tensor))
+        self._A[b].copy_(torch.as_tensor(fit.transitions, **as_tensor))
+        counts = torch.as_tensor(acc.two / max(int(self.burn_in) - 1, 1), **as_tensor)
+        self._counts[b].copy_(counts)
+        self._smoothed[b].copy_(counts.unsqueeze(2).expand(K, K, K))
+        self._occupancy[b].copy_(torch.as_tensor(weight / weight.sum(), **as_tensor))
+        self._M[b].copy_(torch.as_tensor(moments, **as_tensor))
+        self._P[b].copy_(torch.as_tensor(np.linalg.inv(moments), **as_tensor))
+        self._abar[b].copy_(torch.as_tensor(np.maximum(mean_rate, _MIN_RATE), **as_tensor))
+        self._alpha[b].copy_(torch.as_tensor(acc.alpha_last, **as_tensor))
 
     def _update(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
-        if self._numpy_step and self._steps >= int(self.burn_in):
+        fitting = self._fit_units >= 0
+        if self._numpy_step and self._steps >= int(self.burn_in) and not fitting:
             return self._update_numpy(x)
         f, rate, xi, alpha, log_lik = self._filter(x)
+        if fitting:  # the burn-in fit runs one bounded slice per bin; the model is not learning
+            self._advance(x, alpha, log_lik)
+            self._steps += 1
+            self._fit_slice()
+            return alpha
         if self._steps < int(self.burn_in):
             self._advance_history(x)
             self._measure(x, f)
             self._steps += 1
-            if self._steps < int(self.burn_in) or self.burn_in_fit != "em":
-                self._alpha.copy_(alpha)
+            self._alpha.copy_(alpha)
             self._last_ll.copy_(log_lik)
             return alpha
         gamma = self._step_size()
@@ -888,6 +934,7 @@ def fit_switching_glm_batch(
     max_log_rate: float = 8.0,
     seed: int = 0,
     init: SwitchingGLMParams | None = None,
+    restarts: int = 1,
 ) -> tuple[SwitchingGLMParams, list[float]]:
     """Fit the switching Poisson GLM (no prior) offline by EM: forward-backward E-step (scanned,
     see `_chain_products`), M-step by `newton_steps` Newton steps per iteration on every state's
@@ -895,10 +942,36 @@ def fit_switching_glm_batch(
     transition counts. Initialised as the online learner is (distinct bias offsets per state,
     seeded small coupling), or from `init`. Returns the parameters and the training
     log-likelihood per bin at each iteration (the reference for the online learner). With
-    `init`, its basis and n_inputs override the layout arguments."""
+    `init`, its basis and n_inputs override the layout arguments. With `restarts` > 1 (and no
+    `init`) the starts are those of the learner's burn-in fit (`sliced_em`: k-means++ seeded
+    starts and the distinct-offsets one), each run `_PICK_ITER` iterations, the likeliest run
+    on to `n_iter`: the data-driven batch reference."""
     require_positive_int(n_states, "n_states")
     require_positive_int(n_iter, "n_iter")
     counts = np.asarray(counts, dtype=np.float64)
+    layout = {"history": history, "n_basis": n_basis, "basis": basis, "coupling": coupling}
+    options = {"newton_steps": newton_steps, "ridge": ridge, "max_log_rate": max_log_rate}
+    if restarts > 1 and init is None:
+        plain = {**layout, **options, "n_inputs": n_inputs, "stickiness": stickiness}
+        first, _ = fit_switching_glm_batch(counts, n_states, n_iter=1, seed=seed, **plain)
+        rng = np.random.default_rng(seed)
+        neurons = counts[:, : counts.shape[1] - n_inputs]
+        D = first.weights.shape[2]
+        best = None
+        for r in range(restarts):
+            start = copy.deepcopy(first)
+            if r != 1:
+                window = (10, 30)[r % 2 == 0 and r > 0]
+                start.weights, _ = _run_to_end(_kmeans_start(neurons, n_states, window, rng, D))
+            fit, _ = fit_switching_glm_batch(
+                counts, n_states, n_iter=_PICK_ITER, init=start, **options
+            )
+            score, _ = switching_log_likelihood(fit, counts)
+            if best is None or score > best[0]:
+                best = (score, fit)
+        return fit_switching_glm_batch(
+            counts, n_states, n_iter=max(n_iter - _PICK_ITER, 1), init=best[1], **options
+        )
     if init is not None:  # the model's layout comes with the starting point
         n_inputs, basis_m = init.n_inputs, init.basis
     else:
@@ -944,3 +1017,280 @@ def fit_switching_glm_batch(
             delta = np.linalg.solve(hess, grad[..., None])[..., 0]
             params.weights = params.weights + np.clip(delta, -2.0, 2.0)
     return params, history_ll
+
+
+# -- the burn-in fit, in slices: k-means++ seeding, restarts, EM with a Kronecker M-step --------
+def _kmeans_labels(
+    counts: np.ndarray, n_states: int, window: int, rng: np.random.Generator, lloyd: int = 10
+):
+    """Generator (yields after each k-means++ seed and each Lloyd iteration, bounded work):
+    returns one-hot responsibilities (T, K) by k-means on the square-root counts averaged over
+    `window` bins, each neuron standardised (see `seed_responsibilities`)."""
+    T = len(counts)
+    window = max(1, min(int(window), T))
+    csum = np.vstack([np.zeros((1, counts.shape[1])), np.cumsum(counts, 0)])
+    lo = np.clip(np.arange(T) - window // 2, 0, T - window)
+    smooth = np.sqrt((csum[lo + window] - csum[lo]) / window)  # centred moving average
+    z = (smooth - smooth.mean(0)) / (smooth.std(0) + 1e-6)
+    norms = (z * z).sum(1)
+    d2 = None
+    centres = [z[int(rng.integers(T))]]
+    for _ in range(1, n_states):
+        last = norms - 2.0 * z @ centres[-1] + centres[-1] @ centres[-1]
+        d2 = last if d2 is None else np.minimum(d2, last)
+        d2 = np.maximum(d2, 0.0)
+        total = d2.sum()
+        pick = int(rng.choice(T, p=d2 / total)) if total > 0 else int(rng.integers(T))
+        centres.append(z[pick])
+        yield
+    c = np.array(centres)
+    eye = np.eye(n_states)
+    labels = np.zeros(T, dtype=np.int64)
+    for _ in range(lloyd + 1):
+        labels = (norms[:, None] - 2.0 * z @ c.T + (c * c).sum(1)[None]).argmin(1)
+        onehot = eye[labels]
+        size = onehot.sum(0)
+        filled = size > 0
+        c[filled] = (onehot.T @ z)[filled] / size[filled, None]
+        yield
+    return eye[labels]
+
+
+def seed_responsibilities(
+    counts: np.ndarray, n_states: int, window: int, rng: np.random.Generator, lloyd: int = 10
+) -> np.ndarray:
+    """One-hot state responsibilities (T, K) of a recording (T, n) by k-means (k-means++ seeds,
+    `lloyd` Lloyd iterations) on its square-root counts averaged over `window` bins, each
+    neuron standardised: states that change rates show up as clusters of such windows."""
+    return _run_to_end(_kmeans_labels(counts, n_states, window, rng, lloyd))
+
+
+def _run_to_end(gen: Any) -> Any:
+    """Run a generator of bounded units to its end; its return value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
+
+
+@dataclass
+class _Accumulated:
+    """Sufficient statistics of one E-step over a recording."""
+
+    log_lik: float
+    post_sum: np.ndarray  # (K,)
+    grad: np.ndarray  # (K, n, D) sum of post (x - λ) f
+    moments: np.ndarray  # (K, D, D) sum of post f fᵀ
+    rate_sum: np.ndarray  # (K, n) sum of post λ
+    two: np.ndarray  # (K, K) summed two-slice posterior
+    alpha_last: np.ndarray  # (K,) filtered posterior of the last bin
+
+
+def _emissions(
+    W: np.ndarray, f: np.ndarray, x: np.ndarray, log_fact: np.ndarray, cap: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(log p(x_t | k) (C, K), rates (C, K, n)) of a chunk."""
+    K, n, D = W.shape
+    eta = np.minimum((f @ W.reshape(K * n, D).T).reshape(len(f), K, n), cap)
+    rate = np.exp(eta)
+    return (x[:, None, :] * eta - rate).sum(-1) - log_fact[:, None], rate
+
+
+def _sliced_e_step(
+    W: np.ndarray,
+    A: np.ndarray,
+    initial: np.ndarray,
+    features: np.ndarray,
+    neurons: np.ndarray,
+    log_fact: np.ndarray,
+    cap: float,
+    chunk: int,
+    resp: np.ndarray | None = None,
+):
+    """Generator: one E-step in chunks of `chunk` bins (yields after each), forward filter then
+    backward smoother (each chunk by the scan of `_chain_products`), accumulating the M-step's
+    statistics; returns an `_Accumulated`. With `resp` (T, K) given, those responsibilities
+    stand in for the smoothed posterior (the first M-step of a seeded start)."""
+    T, K = len(features), len(A)
+    n, D = neurons.shape[1], features.shape[1]
+    alpha = np.empty((T, K))
+    ll_all = np.empty((T, K))
+    log_lik = 0.0
+    starts = list(range(0, T, chunk))
+    if resp is None:
+        prev = None
+        for s in starts:
+            e_ll, _ = _emissions(
+                W, features[s : s + chunk], neurons[s : s + chunk], log_fact[s : s + chunk], cap
+            )
+            ll_all[s : s + chunk] = e_ll
+            top = e_ll.max(1, keepdims=True)
+            e = np.exp(np.maximum(e_ll - top, -600.0))
+            pred0 = initial if prev is None else prev @ A
+            mats = A[None] * e[:, None, :]
+            mats[0] = np.diag(pred0 * e[0])
+            a = _chain_products(mats).sum(1)
+            a /= a.sum(1, keepdims=True)
+            predicted = np.vstack([pred0[None], a[:-1] @ A])
+            log_lik += float((np.log((predicted * e).sum(1)) + top[:, 0]).sum())
+            alpha[s : s + chunk] = a
+            prev = a[-1]
+            yield
+    acc = _Accumulated(
+        log_lik,
+        np.zeros(K),
+        np.zeros((K, n, D)),
+        np.zeros((K, D, D)),
+        np.zeros((K, n)),
+        np.zeros((K, K)),
+        alpha[-1].copy() if resp is None else resp[-1].astype(np.float64),
+    )
+    beta_next = None  # β of the bin after the chunk, with that bin's e
+    for s in reversed(starts):
+        f, x = features[s : s + chunk], neurons[s : s + chunk]
+        e_ll, rate = _emissions(W, f, x, log_fact[s : s + chunk], cap)
+        if resp is None:
+            e = np.exp(np.maximum(e_ll - e_ll.max(1, keepdims=True), -600.0))
+            b_last = np.ones(K) if beta_next is None else A @ (beta_next[1] * beta_next[0])
+            b_last /= b_last.sum()
+            rev = np.empty((len(f), K, K))
+            rev[0] = np.diag(b_last)
+            rev[1:] = (A[None] * e[:0:-1, None, :]).transpose(0, 2, 1)
+            beta = _chain_products(rev).sum(1)[::-1]
+            beta /= beta.sum(1, keepdims=True)
+            post = alpha[s : s + chunk] * beta
+            post /= post.sum(1, keepdims=True)
+            lo = 0 if s else 1  # the first bin of the recording has no predecessor
+            before = alpha[s - 1 + lo : s + len(f) - 1]
+            two = before[:, :, None] * A[None] * (e[lo:] * beta[lo:])[:, None, :]
+            two /= two.sum((1, 2), keepdims=True)
+            acc.two += two.sum(0)
+            beta_next = (beta[0], e[0])
+        else:
+            post = resp[s : s + chunk]
+            if len(post) > 1:
+                acc.two += post[:-1].T @ post[1:]
+            if s + chunk < T:
+                acc.two += np.outer(post[-1], resp[s + chunk])
+        acc.post_sum += post.sum(0)
+        C = len(f)  # matrix products, not einsum: its three-operand path was 10x slower
+        weighted = post[:, :, None] * (x[:, None, :] - rate)
+        acc.grad += (weighted.reshape(C, K * n).T @ f).reshape(K, n, D)
+        acc.moments += ((post[:, :, None] * f[:, None, :]).reshape(C, K * D).T @ f).reshape(K, D, D)
+        acc.rate_sum += (post[:, :, None] * rate).sum(0)
+        yield
+    return acc
+
+
+def _kronecker_m_step(
+    W: np.ndarray, acc: _Accumulated, n_hist: int, ridge: float, n_bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """New (weights, transitions) from an E-step: per state one Newton step on the
+    responsibility-weighted Poisson regressions with the curvature Kronecker-factored as the
+    online learner's is, ā[k, n] · sum post f fᵀ (one eigendecomposition per state instead of
+    one solve per neuron), ridge on the coupling, steps clipped to ±1. A state that took under
+    0.5% of the bins is restarted as a copy of the busiest one, nudged (no state dies)."""
+    n = W.shape[1]
+    post = np.maximum(acc.post_sum, 1e-9)
+    abar = np.maximum(acc.rate_sum / post[:, None], _MIN_RATE)  # (K, n)
+    grad = acc.grad.copy()
+    grad[..., :n_hist] -= ridge * W[..., :n_hist]
+    lam, V = np.linalg.eigh(acc.moments)  # (K, D), (K, D, D)
+    proj = np.einsum("kde,knd->kne", V, grad)
+    proj /= abar[..., None] * np.maximum(lam, 0.0)[:, None, :] + ridge
+    W = W + np.clip(np.einsum("kde,kne->knd", V, proj), -1.0, 1.0)
+    two = acc.two + 1e-8
+    A = two / two.sum(1, keepdims=True)
+    dead = acc.post_sum < 0.005 * n_bins
+    if dead.any() and not dead.all():
+        busiest = int(np.argmax(acc.post_sum))
+        for k in np.flatnonzero(dead):
+            W[k] = W[busiest]
+            W[k, :, -1] += 0.1 * np.where(np.arange(n) % 2, 1.0, -1.0)
+            A[k] = A[busiest]
+    return W, A
+
+
+def _kmeans_start(
+    neurons: np.ndarray, n_states: int, window: int, rng: np.random.Generator, D: int
+):
+    """Generator (bounded units, see `_kmeans_labels`): returns (weights, responsibilities) of a
+    k-means seeded start: zero coupling, biases at each cluster's log mean rate."""
+    resp = yield from _kmeans_labels(neurons, n_states, window, rng)
+    share = resp.sum(0)[:, None] + 1e-9
+    W = np.zeros((n_states, neurons.shape[1], D))
+    W[..., -1] = np.log((resp.T @ neurons) / share + 1e-2)
+    return W, resp
+
+
+def sliced_em(
+    data: np.ndarray,
+    n_states: int,
+    basis: np.ndarray,
+    n_inputs: int,
+    start: np.ndarray,
+    transitions: np.ndarray,
+    n_iter: int,
+    restarts: int,
+    seed: int,
+    chunk: int,
+    ridge: float = 1.0,
+    max_log_rate: float = 8.0,
+):
+    """Generator: the burn-in fit in bounded units of work (each a chunk of `chunk` bins of an
+    E-step, or one M-step), so a live stream can run one unit per bin. `restarts` starts are
+    each given `_PICK_ITER` EM iterations: k-means++ seeded starts on windowed square-root counts
+    (windows of 10 and 30 bins, alternately) and, as one of them, `start` (the learner's
+    distinct-offsets start); the best by likelihood runs on to `n_iter` iterations. Returns
+    (params, final `_Accumulated`, features)."""
+    from scipy.special import gammaln
+
+    K = n_states
+    features = glm_features(data, basis, n_inputs)
+    neurons = data[:, : data.shape[1] - n_inputs]
+    T, D = features.shape
+    n_hist = basis.shape[0] * neurons.shape[1] if basis.shape[1] else 0
+    log_fact = gammaln(neurons + 1.0).sum(1)
+    rng = np.random.default_rng(seed)
+    uniform = np.full(K, 1.0 / K)
+    yield
+
+    def iterate(W, A, initial, iters, resp=None):
+        acc = None
+        for i in range(iters):
+            acc = yield from _sliced_e_step(
+                W,
+                A,
+                initial,
+                features,
+                neurons,
+                log_fact,
+                max_log_rate,
+                chunk,
+                resp if i == 0 else None,
+            )
+            W, A = _kronecker_m_step(W, acc, n_hist, ridge, T)
+            yield
+        return W, A, acc
+
+    best = None
+    pick = min(_PICK_ITER, n_iter) if restarts > 1 else 0
+    for r in range(restarts if restarts > 1 else 0):
+        if r == 1:
+            W0, A0, resp = start.copy(), transitions.copy(), None
+        else:
+            window = (10, 30)[r % 2 == 0 and r > 0]
+            W0, resp = yield from _kmeans_start(neurons, K, window, rng, D)
+            A0 = transitions.copy()
+        W, A, _ = yield from iterate(W0, A0, uniform, pick + (resp is not None), resp)
+        acc = yield from _sliced_e_step(
+            W, A, uniform, features, neurons, log_fact, max_log_rate, chunk
+        )
+        if best is None or acc.log_lik > best[0]:
+            best = (acc.log_lik, W, A)
+    W, A = (best[1], best[2]) if best is not None else (start.copy(), transitions.copy())
+    W, A, _ = yield from iterate(W, A, uniform, max(n_iter - pick, 0))
+    acc = yield from _sliced_e_step(W, A, uniform, features, neurons, log_fact, max_log_rate, chunk)
+    params = SwitchingGLMParams(W, A, uniform, basis, n_inputs, max_log_rate)
+    return params, acc, features

@@ -176,28 +176,29 @@ def _pack(
 ) -> SwitchingData:
     """The counts, states and the true model as `SwitchingGLMParams` (features: the true
     kernel over each neuron's past counts, then 1)."""
-    k, n = bias.shape
     weights = np.concatenate([coupling, bias[..., None]], axis=2)  # (K, n, n + 1)
     occupancy = np.linalg.matrix_power(A.T, 4096)[:, 0]
     truth = SwitchingGLMParams(weights, A, occupancy / occupancy.sum(), kernel[None, :], 0)
     return SwitchingData(counts.astype(np.float32), states, truth, family, params)
 
 
-def _common(rng: np.random.Generator) -> dict[str, Any]:
+def _common(rng: np.random.Generator, max_neurons: int) -> dict[str, Any]:
     k = int(rng.integers(N_STATES[0], N_STATES[1] + 1))
-    n = int(rng.integers(N_NEURONS[0], N_NEURONS[1] + 1))
+    n = int(rng.integers(N_NEURONS[0], max(int(max_neurons), N_NEURONS[0]) + 1))
     mean_count = float(_log_uniform(rng, *MEAN_COUNT))
     base = np.log(mean_count * np.exp(0.5 * rng.standard_normal(n)))  # per-neuron log-rate
     return {"n_states": k, "n_neurons": n, "mean_count": mean_count, "base": base}
 
 
-def prev_bin_coupling(seed: int, n_bins: int = N_BINS) -> SwitchingData:
+def prev_bin_coupling(
+    seed: int, n_bins: int = N_BINS, max_neurons: int = N_NEURONS[1]
+) -> SwitchingData:
     """States that differ only in their coupling, which acts through the previous bin's counts
     (kernel [1], outside the learner's exponential basis). Coupling strengths scale as
     0.5 / mean count (within 0.25-2) so a typical previous bin moves a log-rate by O(1),
     not into saturation, whatever the bin width."""
     rng = _generator(seed, "prev_bin_coupling")
-    common = _common(rng)
+    common = _common(rng, max_neurons)
     k, n = common["n_states"], common["n_neurons"]
     A, dwell = _transitions(rng, k)
     scale = float(np.clip(0.5 / common["mean_count"], 0.25, 2.0))
@@ -213,13 +214,13 @@ def prev_bin_coupling(seed: int, n_bins: int = N_BINS) -> SwitchingData:
     return _pack("prev_bin_coupling", counts, states, bias, coupling, kernel, A, params)
 
 
-def slow_kernel(seed: int, n_bins: int = N_BINS) -> SwitchingData:
+def slow_kernel(seed: int, n_bins: int = N_BINS, max_neurons: int = N_NEURONS[1]) -> SwitchingData:
     """Coupling through a kernel the learner's basis does not span (a delayed bump, peak at lag
     2-4, or a slow exponential, tau 3-10 bins, over 15 bins, normalised to sum 1), states
     differing in coupling and in baseline (sd 0.1-0.3 in log-rate), gamma-Poisson counts
     for 20-80% of the neurons."""
     rng = _generator(seed, "slow_kernel")
-    common = _common(rng)
+    common = _common(rng, max_neurons)
     k, n = common["n_states"], common["n_neurons"]
     A, dwell = _transitions(rng, k)
     lags = np.arange(1, 16, dtype=np.float64)
@@ -252,13 +253,13 @@ def slow_kernel(seed: int, n_bins: int = N_BINS) -> SwitchingData:
     return _pack("slow_kernel", counts, states, bias, coupling, kernel, A, params)
 
 
-def rate_states(seed: int, n_bins: int = N_BINS) -> SwitchingData:
+def rate_states(seed: int, n_bins: int = N_BINS, max_neurons: int = N_NEURONS[1]) -> SwitchingData:
     """States that differ in baseline rates only (no coupling): each state multiplies the
     population by a gain (log-gains spread 0.3-1.0 apart) and each neuron by its own factor
     (sd 0.2-0.5 in log); one state takes most of the time (its dwell x 3); gamma-Poisson counts
     for 30-100% of the neurons."""
     rng = _generator(seed, "rate_states")
-    common = _common(rng)
+    common = _common(rng, max_neurons)
     k, n = common["n_states"], common["n_neurons"]
     A, dwell = _transitions(rng, k)
     # one dominant state: scale its leaving probabilities down three-fold
@@ -291,8 +292,11 @@ FAMILIES: dict[str, Callable[..., SwitchingData]] = {
 }
 
 
-def family(name: str, seed: int, n_bins: int = N_BINS) -> SwitchingData:
-    """Draw seed `seed` of family `name` (see `FAMILIES`)."""
+def family(
+    name: str, seed: int, n_bins: int = N_BINS, max_neurons: int = N_NEURONS[1]
+) -> SwitchingData:
+    """Draw seed `seed` of family `name` (see `FAMILIES`); `max_neurons` lowers the top of the
+    population-size range (shorter tests), every other draw unchanged."""
     if name not in FAMILIES:
         raise ConfigError(f"unknown family {name!r}; choose from {sorted(FAMILIES)}")
-    return FAMILIES[name](seed, n_bins)
+    return FAMILIES[name](seed, n_bins, max_neurons)
