@@ -58,6 +58,14 @@ class SimilarityMatching(Learner):
         data to unit mean norm), which makes the step sizes independent of the units.
     refresh_every
         Recompute M^-1 from M every this many samples (0: never); k^3/refresh_every per sample.
+    init_samples
+        Burn-in: the first this many samples (None: 2 n, at least 10 k; 0: no burn-in) are
+        buffered while the network learns from them as usual; at the end of the burn-in W and M
+        are replaced by the fixed point of their batch PCA (F = top-k eigenvectors U^T of the
+        buffer's covariance C of the centred, scaled input; W = U^T C, M = U^T C U). From a
+        random start the network is a slow power iteration: at low signal-to-noise (k = 1,
+        n = 83, eigenvalue ratio about 1.3) it was still at error 0.79 after 6,000 samples,
+        where batch PCA of the same samples was at 0.13.
     backend
         How a step is computed, all with the same maths: `"auto"` (NumPy on the CPU, where
         torch's per-op overhead dominates at these sizes, and one replayed CUDA graph per step
@@ -78,12 +86,14 @@ class SimilarityMatching(Learner):
         center: bool = True,
         normalize: bool = True,
         refresh_every: int = 10,
+        init_samples: int | None = None,
         backend: str = "auto",
         device: str = "auto",
         dtype: str = "float32",
         seed: int | None = None,
     ) -> None:
         self.n_components = n_components
+        self.init_samples = init_samples
         self.gamma = gamma
         self.t0 = t0
         self.tau = tau
@@ -96,6 +106,8 @@ class SimilarityMatching(Learner):
         require_positive_int(n_components, "n_components")
         if gamma <= 0 or t0 <= 0 or tau <= 0 or eta_min < 0:
             raise ConfigError("gamma, t0 and tau must be positive and eta_min non-negative")
+        if init_samples is not None and (int(init_samples) != init_samples or init_samples < 0):
+            raise ConfigError(f"init_samples must be None or an integer >= 0, got {init_samples!r}")
         if 1.0 / (gamma + t0) / tau >= 1.0 or max(1.0 / (gamma + t0), eta_min) >= 0.5:
             raise ConfigError(
                 f"the first step size 1/(gamma + t0) = {1 / (gamma + t0):.3g} is too large for "
@@ -118,6 +130,28 @@ class SimilarityMatching(Learner):
         self._mean = self._zeros(batch, n_features)
         self._mean_sq_norm = self._zeros(batch)
         self._xc = self._zeros(batch, n_features)
+        # 2 n samples: enough for the buffer's covariance to resolve the top-k subspace where the
+        # eigengap allows (measured on streamlab.sim.subspaces), and a one-off O(n^3) solve
+        m = max(2 * n_features, 10 * k) if self.init_samples is None else int(self.init_samples)
+        self._n_init = m
+        self._buffer = self._zeros(batch, m, n_features)
+
+    def _initialize_from_buffer(self) -> None:
+        """End of the burn-in: W and M set to PSP's fixed point for batch PCA of the buffer
+        (centred and scaled with the running statistics, which by now average the buffer)."""
+        centred = self._buffer - self._mean.unsqueeze(1) if self.center else self._buffer.clone()
+        if self.normalize:
+            centred.mul_(torch.rsqrt(self._mean_sq_norm + 1e-12).view(-1, 1, 1))
+        cov = centred.transpose(1, 2) @ centred / centred.shape[1]  # (B, n, n)
+        values, vectors = torch.linalg.eigh(cov)
+        top = vectors.flip(2)[:, :, : self.n_components]  # (B, n, k), largest first
+        # each eigenvector's sign fixed (largest entry positive): the same filters on any device
+        peak = top.abs().argmax(1, keepdim=True)
+        top = top * torch.sign(top.gather(1, peak))
+        lam = values.flip(1)[:, : self.n_components].clamp(min=1e-12)  # (B, k)
+        self._W.copy_(lam.unsqueeze(2) * top.transpose(1, 2))
+        self._M.copy_(torch.diag_embed(lam))
+        self._Minv.copy_(torch.diag_embed(lam.reciprocal()))
 
     def _eta(self, t: int) -> float:
         return max(1.0 / (self.gamma * t + self.t0), self.eta_min)
@@ -139,6 +173,14 @@ class SimilarityMatching(Learner):
 
     def _update(self, x: torch.Tensor) -> torch.Tensor:
         self._steps += 1
+        if self._steps <= self._n_init:
+            self._buffer[:, self._steps - 1].copy_(x)
+        y = self._psp_step(x)
+        if self._steps == self._n_init:
+            self._initialize_from_buffer()
+        return y
+
+    def _psp_step(self, x: torch.Tensor) -> torch.Tensor:
         scalars, refresh = self._step_scalars()
         if self._numpy_step:
             return self._update_numpy(x, scalars, refresh)
@@ -246,6 +288,7 @@ class SimilarityMatching(Learner):
             "Minv": self._Minv,
             "mean": self._mean,
             "mean_sq_norm": self._mean_sq_norm,
+            "buffer": self._buffer,
         }
 
     def _numpy_tensors(self) -> dict[str, torch.Tensor]:
