@@ -58,10 +58,8 @@ class Session:
         """The first checkpoint from which the online error stays within TARGET of batch."""
         ok = None
         for t in sorted(self.online):
-            if self.online[t] - self.batch[t] <= TARGET:
-                ok = t if ok is None else ok
-            else:
-                ok = None
+            within = self.online[t] - self.batch[t] <= TARGET
+            ok = (ok or t) if within else None
         return ok
 
 
@@ -151,7 +149,9 @@ def summarise(sessions: list[Session]) -> dict[str, dict[str, Any]]:
         entry["samples_needed_worst_seed"] = (
             None if any(n is None for n in needed) else int(max(needed))  # type: ignore[type-var]
         )
-        entry["seeds_never_within_target"] = [s.seed for s, n in zip(rows, needed) if n is None]
+        entry["seeds_never_within_target"] = [
+            s.seed for s, n in zip(rows, needed, strict=True) if n is None
+        ]
         if family not in CCA_FAMILIES:
             entry["pca_floor"] = _stats([s.floor for s in rows])
         out[family] = entry
