@@ -41,8 +41,9 @@ def test_sm_tracks_batch_pca_on_every_family(family: str) -> None:
     signal-to-noise or many weak components (measured worst gaps at 3,000: gaussian 0.26,
     counts 0.25, calcium 0.14, scaled 0.13; medians 0.01-0.03). In the benchmark's 20,000-sample
     sessions every seed is within 0.1 except one counts seed (k = 7 in 49 channels, 0.14) and
-    one scaled seed whose k-th population eigenvalue is nearly tied (0.14). On `counts` and `scaled` both errors are far from
-    0: PCA's own bias under heteroscedastic noise (the family's `pca_floor`), not the learner's."""
+    one scaled seed whose k-th population eigenvalue is nearly tied (0.14). On `counts` and
+    `scaled` both errors are far from 0: PCA's own bias under heteroscedastic noise (the
+    family's `pca_floor`), not the learner's."""
     gaps = []
     for seed in SEEDS:
         data = PCA_FAMILIES[family](seed, n_samples=PCA_SAMPLES)
