@@ -59,12 +59,13 @@ def test_sm_tracks_batch_pca_on_every_family(family: str) -> None:
 
 
 def test_biocca_against_batch_cca_on_two_views() -> None:
-    """6,000 samples of two views through `biocca` at its defaults (n_components = k). The
-    issue's target (within 0.1 of batch CCA on every seed) is NOT met: Bio-CCA's gradient steps
-    are slow along the low-variance directions of each view. What is reached is asserted: the
-    mean of the two views' errors is below 1 (better than chance, 2) on every seed, within 0.35
-    of batch CCA's at the median and 0.75 on the worst seed (measured 0.27 and 0.68; in
-    20,000-sample sessions 0.15 and 0.50, see benchmarks/subspace_science.py)."""
+    """6,000 samples of two views through `biocca` at its defaults (n_components = k, burn-in
+    CCA initialisation over the first 2 (n + q) samples). The issue's target (within 0.1 of
+    batch CCA on every seed) is NOT met: Bio-CCA's gradient steps are slow along the
+    low-variance directions of each view. What is reached is asserted: the mean of the two
+    views' errors is below 1 (chance is 2) on every seed, within 0.25 of batch CCA's at the
+    median and 0.45 on the worst seed (measured 0.21 and 0.38; without the burn-in 0.27 and
+    0.68)."""
     gaps, errors = [], []
     for seed in SEEDS:
         data = two_views(seed, n_samples=CCA_SAMPLES)
@@ -82,5 +83,5 @@ def test_biocca_against_batch_cca_on_two_views() -> None:
         gaps.append(online - batch)
         print(f"\ntwo_views seed {seed}: biocca {online:.3f}, batch CCA {batch:.3f}")
     assert max(errors) < 1.0
-    assert np.median(gaps) <= 0.35
-    assert max(gaps) <= 0.75
+    assert np.median(gaps) <= 0.25
+    assert max(gaps) <= 0.45

@@ -703,6 +703,19 @@ class NonnegativeSimilarityMatching(Learner):
         yield {"n_components": 2, "init_samples": 3, "device": "cpu", "seed": 1}
 
 
+def _ridge_inverse_sqrt(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C + r I)^-1/2 for a batch of covariances (B, n, n), with r a tenth of the mean
+    eigenvalue (a burn-in of a few n samples leaves C poorly conditioned; the ridge keeps the
+    whitening from amplifying its noise directions), and whether each C had any variance."""
+    n = cov.shape[-1]
+    trace = cov.diagonal(dim1=1, dim2=2).sum(1)
+    ridge = 0.1 * trace / n
+    eye = torch.eye(n, dtype=cov.dtype, device=cov.device)
+    values, vectors = torch.linalg.eigh(cov + ridge.view(-1, 1, 1) * eye)
+    scale = values.clamp(min=torch.finfo(cov.dtype).tiny).rsqrt()
+    return (vectors * scale.unsqueeze(1)) @ vectors.transpose(1, 2), trace > 0
+
+
 class BioCCA(TargetLearner):
     """Bio-CCA (Lipshutz, Bahroun, Golkar, Sengupta and Chklovskii, Neural Computation 2021): the
     k-dimensional canonical subspace shared by two views, x (input) and y (the second view given
@@ -727,6 +740,14 @@ class BioCCA(TargetLearner):
         Subtract running means of both views (CCA is defined on centred data).
     refresh_every
         Re-invert M every this many samples (0: never), as for `SimilarityMatching`.
+    init_samples
+        Burn-in: the first this many samples with y (None: 2 (n + q), at least 10 k; 0: none)
+        are buffered while the network learns as usual; at the end Wx, Wy and M are set to the
+        network's fixed point for a ridge-regularised batch CCA of the buffer (Vx = Cxx^-1/2 U
+        / sqrt 2, Vy likewise, M = I + diag(rho), Wx = M Vx^T, Wy = M Vy^T). From random weights
+        the gradient steps are slow along each view's low-variance directions: on ten seeds of
+        `streamlab.sim.subspaces.two_views` (6,000 samples) the burn-in cut the gap to batch
+        CCA's subspace error from 0.27 to 0.21 at the median and 0.68 to 0.38 on the worst seed.
     backend
         `"auto"` (NumPy learning steps on the CPU up to 1,024 streams in lockstep, torch beyond;
         replayed as CUDA graphs on CUDA), `"torch"` (eager torch ops everywhere) or `"numpy"`
@@ -749,12 +770,14 @@ class BioCCA(TargetLearner):
         tau: float = 0.1,
         center: bool = True,
         refresh_every: int = 10,
+        init_samples: int | None = None,
         backend: str = "auto",
         device: str = "auto",
         dtype: str = "float32",
         seed: int | None = None,
     ) -> None:
         self.n_components = n_components
+        self.init_samples = init_samples
         self.eta = eta
         self.eta_decay = eta_decay
         self.tau = tau
@@ -777,11 +800,16 @@ class BioCCA(TargetLearner):
             raise ConfigError(
                 f"refresh_every must be a non-negative integer, got {refresh_every!r}"
             )
+        if init_samples is not None and (int(init_samples) != init_samples or init_samples < 0):
+            raise ConfigError(f"init_samples must be None or an integer >= 0, got {init_samples!r}")
 
     def _allocate(self, n_features: int, batch: int) -> None:
         k = self.n_components
         if k > n_features:
             raise ConfigError(f"n_components={k} exceeds the {n_features} channels of x")
+        self._n_init = 0
+        self._buffer_x: torch.Tensor | None = None
+        self._buffer_y: torch.Tensor | None = None
         self._Wx = self._randn(batch, k, n_features) / n_features**0.5
         self._M = torch.eye(k, dtype=self._torch_dtype, device=self._device).repeat(batch, 1, 1)
         self._Minv = self._M.clone()
@@ -801,7 +829,46 @@ class BioCCA(TargetLearner):
         self._n_targets = q
         self._Wy = self._randn(batch, k, q) / q**0.5
         self._mean_y = self._zeros(batch, q)
+        n = self._Wx.shape[2]
+        # 2 (n + q) samples: the buffer's covariances then resolve the top canonical pairs well
+        # enough to start near them (measured on streamlab.sim.subspaces.two_views)
+        m = max(2 * (n + q), 10 * k) if self.init_samples is None else int(self.init_samples)
+        self._n_init = m
+        self._buffer_x = self._zeros(batch, m, n)
+        self._buffer_y = self._zeros(batch, m, q)
         self._numpy_views = None  # the second view's tensors are new
+
+    def _initialize_from_buffer(self) -> None:
+        """End of the burn-in: Wx, Wy and M set to the network's fixed point for a ridge-
+        regularised batch CCA of the buffered samples (centred with the running means, which
+        by now average the buffer). A stream whose view has no variance keeps its weights."""
+        assert self._buffer_x is not None and self._buffer_y is not None and self._Wy is not None
+        xc, yc = self._buffer_x, self._buffer_y
+        if self.center:
+            xc = xc - self._mean_x.unsqueeze(1)
+            yc = yc - self._mean_y.unsqueeze(1)
+        m = xc.shape[1]
+        cxx = xc.transpose(1, 2) @ xc / m
+        cyy = yc.transpose(1, 2) @ yc / m
+        cxy = xc.transpose(1, 2) @ yc / m
+        wx, okx = _ridge_inverse_sqrt(cxx)
+        wy, oky = _ridge_inverse_sqrt(cyy)
+        u, rho, vh = torch.linalg.svd(wx @ cxy @ wy)
+        k = self.n_components
+        vx = wx @ u[:, :, :k] / math.sqrt(2.0)  # (B, n, k)
+        vy = wy @ vh.transpose(1, 2)[:, :, :k] / math.sqrt(2.0)  # (B, q, k)
+        # each pair's sign fixed (largest entry of Vx positive): the same filters on any device
+        peak = vx.abs().argmax(1, keepdim=True)
+        sign = torch.sign(vx.gather(1, peak))
+        vx, vy = vx * sign, vy * sign
+        lam = 1.0 + rho[:, :k]  # M = I + diag(rho) at the fixed point
+        ok = (okx & oky & torch.isfinite(vx).all((1, 2)) & torch.isfinite(vy).all((1, 2))).view(
+            -1, 1, 1
+        )
+        self._Wx.copy_(torch.where(ok, lam.unsqueeze(2) * vx.transpose(1, 2), self._Wx))
+        self._Wy.copy_(torch.where(ok, lam.unsqueeze(2) * vy.transpose(1, 2), self._Wy))
+        self._M.copy_(torch.where(ok, torch.diag_embed(lam), self._M))
+        self._Minv.copy_(torch.where(ok, torch.diag_embed(lam.reciprocal()), self._Minv))
 
     def _update(self, x: torch.Tensor) -> torch.Tensor:
         self._steps += 1
@@ -817,6 +884,17 @@ class BioCCA(TargetLearner):
             )
         self._learned += 1
         t = self._learned
+        if t <= self._n_init:
+            assert self._buffer_x is not None and self._buffer_y is not None
+            self._buffer_x[:, t - 1].copy_(x)
+            self._buffer_y[:, t - 1].copy_(y)
+        z = self._learn_step(x, y, t)
+        if t == self._n_init:
+            self._initialize_from_buffer()
+        return z
+
+    def _learn_step(self, x: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
+        """The learning step on both views (the t-th sample with y), on the chosen backend."""
         eta = self.eta / (1.0 + self.eta_decay * (t - 1))
         rates = (1.0 / t, 2.0 * eta, eta / self.tau)
         refresh = bool(self.refresh_every) and t % self.refresh_every == 0
@@ -884,6 +962,8 @@ class BioCCA(TargetLearner):
         tensors = {"Wx": self._Wx, "M": self._M, "Minv": self._Minv, "mean_x": self._mean_x}
         if self._Wy is not None and self._mean_y is not None:
             tensors.update(Wy=self._Wy, mean_y=self._mean_y)
+        if self._buffer_x is not None and self._buffer_y is not None:
+            tensors.update(buffer_x=self._buffer_x, buffer_y=self._buffer_y)
         return tensors
 
     def _state_scalars(self) -> dict[str, StateValue]:
