@@ -243,39 +243,42 @@ def centre_of_mass(data: OscillatorData) -> np.ndarray:
         return np.where(total > 0, counts @ data.centres[tuned] / total, np.nan)
 
 
-def kalman_on_centre_of_mass(data: OscillatorData, fit: slice) -> np.ndarray:
+def kalman_on_centre_of_mass(data: OscillatorData, fit: slice, start: int = 0) -> np.ndarray:
     """The Kalman filter with the true dynamics observing the centre of mass, calibrated on the
     `fit` samples (a + b·centre of mass ~ position by least squares; the residual variance is
-    the observation noise). Silent samples are predictions only. Filtered positions (T,)."""
+    the observation noise). Silent samples are predictions only. Filtered positions (T,), from
+    `start` on (NaN before it)."""
     com = centre_of_mass(data)
     seen = np.isfinite(com[fit])
     design = np.c_[com[fit][seen], np.ones(int(seen.sum()))]
     coef = np.linalg.lstsq(design, data.position[fit][seen], rcond=None)[0]
     variance = float(np.var(design @ coef - data.position[fit][seen]))
-    return _kalman(data, com * coef[0] + coef[1], variance)
+    return _kalman(data, com * coef[0] + coef[1], variance, start)
 
 
-def kalman_on_readout(data: OscillatorData, fit: slice) -> np.ndarray:
+def kalman_on_readout(data: OscillatorData, fit: slice, start: int = 0) -> np.ndarray:
     """The Kalman filter with the true dynamics observing the static readout (the least-squares
     linear readout of the current counts fitted on the `fit` samples, its residual variance the
     observation noise): a stronger single-frame observation than the centre of mass where
-    baselines, untuned or unequal neurons bias the latter. Filtered positions (T,)."""
+    baselines, untuned or unequal neurons bias the latter. Filtered positions (T,), from `start`
+    on (NaN before it)."""
     design = np.c_[data.counts.astype(np.float64), np.ones(data.n_samples)]
     weights = np.linalg.lstsq(design[fit], data.position[fit], rcond=None)[0]
     observed = design @ weights
     variance = float(np.var(observed[fit] - data.position[fit]))
-    return _kalman(data, observed, variance)
+    return _kalman(data, observed, variance, start)
 
 
-def _kalman(data: OscillatorData, observed: np.ndarray, variance: float) -> np.ndarray:
+def _kalman(data: OscillatorData, observed: np.ndarray, variance: float, start: int) -> np.ndarray:
     """Filtered positions (T,) of the true dynamics observing position + N(0, variance), started
-    from the stationary prior; a NaN observation is a prediction step only."""
+    at `start` from the stationary prior; a NaN observation is a prediction step only."""
     A, Q = data.dynamics, data.process_noise
     mean = np.zeros(len(A))
     cov = solve_discrete_lyapunov(A, Q)
-    out = np.empty(len(observed))
-    for t, y in enumerate(observed):
-        if t:
+    out = np.full(len(observed), np.nan)
+    for t in range(start, len(observed)):
+        y = observed[t]
+        if t > start:
             mean = A @ mean
             cov = A @ cov @ A.T + Q
         if np.isfinite(y):
@@ -312,8 +315,9 @@ def filter_scores(data: OscillatorData, hidden: np.ndarray, fit: slice, score: s
     of the Kalman filter with the true dynamics on the centre of mass and on the static
     readout, and the ratios of the first to the others."""
     position = data.position
-    kalman = kalman_on_centre_of_mass(data, fit)[score] - position[score]
-    kalman_readout = kalman_on_readout(data, fit)[score] - position[score]
+    start = max(score.start - 1000, 0)  # the filters have long forgotten their prior by then
+    kalman = kalman_on_centre_of_mass(data, fit, start)[score] - position[score]
+    kalman_readout = kalman_on_readout(data, fit, start)[score] - position[score]
     out = {
         "filter": readout_mse(hidden, position, fit, score),
         "static": readout_mse(data.counts, position, fit, score),
