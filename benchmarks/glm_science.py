@@ -10,7 +10,7 @@ against the truth after the best permutation of labels:
 
 - `sglm`: the online learner's filtered posterior, bin by bin as it learned;
 - `batch EM`: `fit_switching_glm_batch` of the same model (exponential history basis, K states)
-  on the whole session, 10 iterations from the learner's data-driven starts (restarts=3),
+  on the whole session, 8 iterations from the learner's data-driven starts (restarts=3),
   then its forward filter;
 - `true filter`: the forward filter of the generating model (its own kernel; Poisson
   likelihood even where counts are gamma-Poisson).
@@ -21,7 +21,7 @@ method (median / worst seed), and as the last line a one-line JSON summary.
 
 Run (from the repository root):
 
-    python -m benchmarks.glm_science [--seeds 10] [--bins 5000] [--families ...] [--jobs 1]
+    python -m benchmarks.glm_science [--seeds 10] [--bins 4500] [--families ...] [--jobs 1]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from streamlab.learners.glm import SwitchingGLM, fit_switching_glm_batch, switch
 from streamlab.sim.switching_families import FAMILIES, N_NEURONS, family
 
 METHODS = ("sglm", "batch EM", "true filter")
-BATCH_ITER, BATCH_RESTARTS = 10, 3
+BATCH_ITER, BATCH_RESTARTS = 8, 3
 
 
 def state_accuracy(truth: np.ndarray, decoded: np.ndarray, k: int) -> float:
@@ -196,7 +196,7 @@ def _run(task: tuple[str, int, int]) -> Session:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10, help="seeds per family (default 10)")
-    parser.add_argument("--bins", type=int, default=5000, help="bins per session (default 5000)")
+    parser.add_argument("--bins", type=int, default=4500, help="bins per session (default 4500)")
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated")
     parser.add_argument("--jobs", type=int, default=1, help="sessions in parallel (default 1)")
     args = parser.parse_args(argv)

@@ -539,12 +539,13 @@ class SwitchingGLM(Learner):
             self._P.copy_(torch.linalg.inv_ex(self._M + _RIDGE * eye).inverse)
 
     def _fit_chunk(self) -> int:
-        """Bins per unit of the sliced burn-in fit: about 2^18 multiply-adds of emissions and
-        statistics per unit (K (n D + D²) per bin), 32-512 bins: a unit then costs a few online
-        steps (measured by benchmarks/glm_science.py: worst step / median) and the fit ends
-        within about a burn-in's length of bins."""
+        """Bins per unit of the sliced burn-in fit: about 2^20 multiply-adds of emissions and
+        statistics per unit (K (n D + D²) per bin), 64-512 bins: a unit then costs a few online
+        steps (benchmarks/glm_science.py: median 2-3x, 6x at most at 60 neurons) and the fit
+        ends within about 1,000 bins at 60 neurons (2^18 took 2,700 bins there, longer than the
+        burn-in itself)."""
         K, n, D = int(self.n_states), self._n_neurons, self._D
-        return int(np.clip(2**18 // (K * (n * D + D * D)), 32, 512))
+        return int(np.clip(2**20 // (K * (n * D + D * D)), 64, 512))
 
     def _fit_generators(self) -> list:
         """One `sliced_em` generator per stream on its buffered burn-in, replayed to the units
