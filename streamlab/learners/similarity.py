@@ -36,6 +36,7 @@ from streamlab.learners.local_rules import (
 )
 
 INIT_SCALE = 0.01  # the reference initialises W and M at 1/100 of an orthonormal basis / identity
+SEED_TRIALS = 8  # NSM's k-means++ candidates per row (sklearn: 2 + log k; 8 measured better)
 
 
 class SimilarityMatching(Learner):
@@ -346,14 +347,14 @@ class NonnegativeSimilarityMatching(Learner):
     Initialisation is data-driven, because random weights left units sharing a cluster (ARI 1.0
     in only 5 of 9 seeds in the prototype): the first `init_samples` samples of each stream are
     buffered (output zeros meanwhile), the running mean and scale are taken from them, and W's
-    rows are set to k of them chosen by farthest-point (greedy k-centre) selection.
+    rows are set to k of them chosen by greedy k-means++ seeding (deterministic, per stream).
 
     Parameters
     ----------
     n_components
         Number of output units k (clusters, or tiles of the manifold).
     init_samples
-        Samples buffered for the initialisation (None: 10 k); at least k.
+        Samples buffered for the initialisation (None: 50 k); at least k.
     activity_init
         Initial cumulative activity Ŷ, the weight of the initial W as a pseudo-count.
     eta_min
@@ -460,7 +461,11 @@ class NonnegativeSimilarityMatching(Learner):
 
     @property
     def _n_init(self) -> int:
-        return int(self.init_samples) if self.init_samples is not None else 10 * self.n_components
+        if self.init_samples is not None:
+            return int(self.init_samples)
+        # 50 k: the seeding and the per-channel scales need each assembly seen several times;
+        # 10 k (the earlier default) gave ARI 0.76 / 0.41 on the assembly families, 50 k 0.85 / 0.51
+        return 50 * self.n_components
 
     @property
     def _target(self) -> float:
@@ -516,23 +521,40 @@ class NonnegativeSimilarityMatching(Learner):
         return self._inverse_sq_scale().sqrt()
 
     def _initialize_from_buffer(self) -> None:
-        """Running statistics from the buffered samples, and W's rows by farthest-point
-        selection among them (first the sample farthest from the mean)."""
+        """Running statistics from the buffered samples, and W's rows chosen among them by
+        greedy k-means++ (`_seed_rows`), in the scaled space the network works in."""
         buffer = self._buffer
-        batch, _, n = buffer.shape
         if self.center:
             self._mean.copy_(buffer.mean(1))
         raw = buffer - self._mean.unsqueeze(1) if self.center else buffer.clone()
         if self.normalize:
             self._sq_scale.copy_(self._squares(raw).mean(1))
-        centred = raw * self._inverse_scale().unsqueeze(1)
-        distance = centred.square().sum(2)  # (B, m): from the mean, for the first pick
-        nearest = torch.full_like(distance, float("inf"))
+        self._seed_rows(raw, raw * self._inverse_scale().unsqueeze(1))
+
+    def _seed_rows(self, raw: torch.Tensor, scaled: torch.Tensor) -> None:
+        """Greedy k-means++ on the buffer (B, m, n), deterministic: each row of W is, among
+        SEED_TRIALS candidates at evenly spaced quantiles of the D^2 distribution (D the
+        distance to the nearest row chosen so far; the mean before the first), the one that
+        lowers the sum of D^2 most. Replaces farthest-point selection, which picked single
+        outlying frames (one cell's large transient) as units: full-length assembly families,
+        ARI median 0.76 -> 0.85 (counts), 0.41 -> 0.51 (calcium)."""
+        batch, m, n = scaled.shape
+        quantiles = (torch.arange(SEED_TRIALS, dtype=raw.dtype, device=raw.device) + 0.5) / (
+            SEED_TRIALS
+        )
+        quantiles = quantiles.expand(batch, SEED_TRIALS).contiguous()
+        nearest = scaled.square().sum(2)  # (B, m)
         for unit in range(self.n_components):
-            index = distance.argmax(1).view(batch, 1, 1).expand(batch, 1, n)
-            chosen = centred.gather(1, index).squeeze(1)
-            self._W[:, unit].copy_(raw.gather(1, index).squeeze(1))
-            nearest = torch.minimum(nearest, (centred - chosen.unsqueeze(1)).square().sum(2))
+            cdf = nearest.cumsum(1)
+            cdf = cdf / cdf[:, -1:].clamp_min(1e-300)
+            candidates = torch.searchsorted(cdf, quantiles).clamp_(max=m - 1)  # (B, T)
+            picked = scaled.gather(1, candidates.unsqueeze(2).expand(-1, -1, n))  # (B, T, n)
+            distance = (scaled.unsqueeze(1) - picked.unsqueeze(2)).square().sum(3)  # (B, T, m)
+            potential = torch.minimum(nearest.unsqueeze(1), distance)
+            best = potential.sum(2).argmin(1, keepdim=True)  # (B, 1)
+            index = candidates.gather(1, best)
+            self._W[:, unit].copy_(raw.gather(1, index.unsqueeze(2).expand(-1, 1, n)).squeeze(1))
+            nearest = potential.gather(1, best.unsqueeze(2).expand(-1, 1, m)).squeeze(1)
             distance = nearest
 
     def _solve(self, xc: torch.Tensor) -> torch.Tensor:

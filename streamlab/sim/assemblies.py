@@ -163,7 +163,8 @@ def _spikes(
 def _draw_sizes(
     rng: np.random.Generator, n_frames: int | None
 ) -> tuple[int, int, int, float, dict[str, Any]]:
-    t = int(rng.integers(N_FRAMES[0], N_FRAMES[1] + 1)) if n_frames is None else int(n_frames)
+    t = int(rng.integers(N_FRAMES[0], N_FRAMES[1] + 1))  # drawn always: same cells at any length
+    t = t if n_frames is None else int(n_frames)
     if t < 100:
         raise ConfigError(f"n_frames must be at least 100, got {n_frames}")
     n = int(rng.integers(N_CELLS[0], N_CELLS[1] + 1))
@@ -220,6 +221,21 @@ def assign_cells(prototypes: np.ndarray) -> np.ndarray:
     """Each cell's unit: the argmax over units of a (k, n) matrix of per-unit prototypes
     (feedforward weights, cluster centroids, NMF components)."""
     return np.asarray(prototypes).argmax(0)
+
+
+def channels_owned(prototypes: np.ndarray) -> np.ndarray:
+    """(k,) how many channels (cells) each unit owns: is the argmax of `assign_cells` for."""
+    prototypes = np.asarray(prototypes)
+    return np.bincount(assign_cells(prototypes), minlength=prototypes.shape[0])
+
+
+def frame_shares(outputs: np.ndarray) -> np.ndarray:
+    """(k,) each unit's share of the frames it wins (largest output), among the frames where
+    any unit answers (outputs (T, k), nonnegative)."""
+    outputs = np.asarray(outputs)
+    active = outputs.max(1) > 0
+    won = np.bincount(outputs[active].argmax(1), minlength=outputs.shape[1])
+    return won / max(int(active.sum()), 1)
 
 
 def assembly_ari(data: AssemblyData, assignment: np.ndarray) -> float:
