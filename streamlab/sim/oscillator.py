@@ -36,7 +36,7 @@ N_SAMPLES = 60_000  # default session length
 PERIOD = (20.0, 200.0)  # oscillation period in samples (log-uniform)
 DAMPING = (0.02, 0.5)  # damping ratio ζ (log-uniform): lightly to well damped
 FORCE_TAU = (10.0, 100.0)  # time constant of the driving force, samples (log-uniform)
-SPAN = 2.2  # preferred positions cover ±SPAN stationary standard deviations
+SPAN = 3.0  # preferred positions cover ±3 stationary sds, the range the position visits
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,8 @@ def _draw(
     centres = np.linspace(-SPAN, SPAN, n)
     if unequal:  # jittered preferred positions, widths and gains spread per neuron
         centres = centres + rng.uniform(-0.5, 0.5, n) * 2 * SPAN / n
-    # tuning sd in stationary sds of position: from sharp (the spring's, 0.7 of the spacing of
-    # 20 neurons) to broad
+    # tuning sd in stationary sds of position: from sharp (0.15, half the spacing of 20 neurons;
+    # the spring's is about one spacing) to broad
     width_median = float(_log_uniform(rng, 0.15, 0.6))
     width = width_median * (np.exp(0.4 * rng.standard_normal(n)) if unequal else np.ones(n))
     gain_median = float(_log_uniform(rng, 1.0, 10.0))  # peak count per sample
