@@ -546,7 +546,7 @@ class NonnegativeSimilarityMatching(Learner):
         nearest = scaled.square().sum(2)  # (B, m)
         for unit in range(self.n_components):
             cdf = nearest.cumsum(1)
-            cdf = cdf / cdf[:, -1:].clamp_min(1e-300)
+            cdf = cdf / cdf[:, -1:].clamp_min(torch.finfo(cdf.dtype).tiny)
             candidates = torch.searchsorted(cdf, quantiles).clamp_(max=m - 1)  # (B, T)
             picked = scaled.gather(1, candidates.unsqueeze(2).expand(-1, -1, n))  # (B, T, n)
             distance = (scaled.unsqueeze(1) - picked.unsqueeze(2)).square().sum(3)  # (B, T, m)
