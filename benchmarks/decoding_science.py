@@ -24,7 +24,7 @@ one thread (torch and BLAS); `--jobs` runs sessions in parallel processes.
 Run (from the repository root):
 
     python -m benchmarks.decoding_science [--seeds 10] [--families place_field,drifting]
-        [--no-real] [--jobs 1]
+        [--no-real] [--decoders akd,online_ridge] [--jobs 1]
 """
 
 from __future__ import annotations
@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         "--families", default=",".join(FAMILIES), help="comma-separated (default: all)"
     )
     parser.add_argument("--no-real", action="store_true", help="skip the linear-track recording")
+    parser.add_argument(
+        "--decoders", default=",".join(DECODERS), help="comma-separated (default: all)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="sessions in parallel (default 1)")
     parser.add_argument(
         "--data", type=Path, default=LINEAR_TRACK, help=f"linear-track folder ({LINEAR_TRACK})"
@@ -258,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(families) - set(FAMILIES)
     if unknown:
         parser.error(f"unknown families {sorted(unknown)}; choose from {list(FAMILIES)}")
+    chosen = [d for d in args.decoders.split(",") if d]
+    if set(chosen) - set(DECODERS):
+        parser.error(f"unknown decoders {sorted(set(chosen) - set(DECODERS))}")
+    for name in set(DECODERS) - set(chosen):
+        del DECODERS[name]
+    COLUMNS[:] = [*DECODERS, *BASELINES.values()]
     tasks = [(family, seed, args.data) for family in families for seed in range(args.seeds)]
     if not args.no_real:
         if args.data.is_dir():

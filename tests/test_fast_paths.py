@@ -235,9 +235,8 @@ def test_numpy_steps_give_nan_not_an_exception_on_a_singular_system() -> None:
     assert not torch.isfinite(sm.step(torch.tensor([float("nan"), 1.0, 2.0, 3.0]))).all()
     bad = torch.tensor([float("nan"), 1.0, 2.0, 3.0])
     nsm = NonnegativeSimilarityMatching(n_components=2, init_samples=2, device="cpu", seed=0)
-    akd = AdaptiveKalmanDecoder(n_components=2, device="cpu")
     glm = SwitchingGLM(n_states=2, burn_in=0, check_counts=False, device="cpu")
-    for learner in (nsm, akd, glm):
+    for learner in (nsm, glm):
         for t in range(3):
             learner.step(torch.tensor([1.0, 0.0, 2.0, float(t)]))
         assert learner._numpy_step
@@ -361,44 +360,6 @@ def test_nonnegative_auto_backend_is_numpy_for_small_batches_only() -> None:
     forced = NonnegativeSimilarityMatching(n_components=2, backend="numpy", device="cpu")
     forced.initialize(8, batch=4096)
     assert forced._numpy_step
-
-
-@pytest.mark.parametrize(("known_dynamics", "batch"), [(False, 1), (False, 3), (True, 3)])
-def test_adaptive_decoder_numpy_and_torch_backends_agree(known_dynamics: bool, batch: int) -> None:
-    """The adaptive Kalman decoder's NumPy step is its torch step: 1,200 samples in float64 of
-    counts tuned to a latent velocity, with steps that only decode (no y) and unlabelled streams
-    (a NaN in their row of y); outputs and every state tensor, the RLS covariances included."""
-    rng = np.random.default_rng(9)
-    steps, n = 1200, 24
-    z = np.zeros((steps, batch, 2))
-    for t in range(1, steps):
-        z[t] = 0.95 * z[t - 1] + 0.3 * rng.normal(size=(batch, 2))
-    x = torch.from_numpy(rng.poisson(np.exp(0.5 + 0.4 * z @ rng.normal(size=(2, n)))) * 1.0)
-    y = torch.from_numpy(z.copy())
-    y[::7, 0, 1] = float("nan")
-    dynamics = {"A": [[0.95, 0.0], [0.0, 0.95]], "W": [[0.1, 0.0], [0.0, 0.1]]}
-    learners = {
-        backend: AdaptiveKalmanDecoder(
-            n_components=2,
-            forgetting=0.995,
-            backend=backend,
-            device="cpu",
-            dtype="float64",
-            **(dynamics if known_dynamics else {}),
-        )
-        for backend in ("numpy", "torch")
-    }
-    decoded = []
-    for t in range(steps):
-        target = None if t % 5 == 4 else y[t]
-        outs = {name: learner.step(x[t], target) for name, learner in learners.items()}
-        torch.testing.assert_close(outs["numpy"], outs["torch"], rtol=1e-8, atol=1e-10)
-        decoded.append(outs["numpy"].reshape(batch, 2)[0, 0])
-    late = torch.stack(decoded[600:]), torch.from_numpy(z[600:, 0, 0])
-    assert torch.corrcoef(torch.stack(late))[0, 1] > 0.5  # a working decoder, not just agreement
-    states = _assert_same_state(learners, rtol=1e-8, atol=1e-10)
-    labelled = sum(1 for t in range(steps) if t % 5 != 4 and t % 7 != 0)
-    assert float(states["numpy"]["labelled"][0]) == labelled  # NaN rows were not learned from
 
 
 @pytest.mark.parametrize(("center", "batch"), [(True, 1), (True, 3), (False, 2)])
