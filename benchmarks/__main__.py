@@ -197,6 +197,64 @@ def _decoding(s: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _median_worst(entry: dict[str, Any]) -> str:
+    return f"{entry['median']:.2f} / {entry['worst']:.2f}"
+
+
+def _glm_science(s: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (
+            f"sglm state accuracy, {family} ({e['seeds']} seeds): median / worst",
+            f"sglm {_median_worst(e['sglm'])} vs batch EM {_median_worst(e['batch EM'])}; "
+            f"gap {_median_worst(e['sglm - batch EM'])} (target: median >= -0.05)",
+        )
+        for family, e in s["glm_science"].items()
+    ]
+
+
+def _nsm_science(s: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (
+            f"nsm assembly ARI, {family} ({e['seeds']} seed(s)): median / worst",
+            f"nsm {_median_worst(e['nsm'])} vs k-means {_median_worst(e['kmeans'])}, "
+            f"NMF {_median_worst(e['nmf'])}, spectral {_median_worst(e['spectral'])}",
+        )
+        for family, e in s["nsm_science"].items()
+    ]
+
+
+def _refh_science(s: dict[str, Any]) -> list[tuple[str, str]]:
+    body = s["refh_science"]
+    return [
+        (
+            f"refh position MSE ratios, {family} ({e['seeds']} seeds, {body['samples']:,d} "
+            "samples): median / worst",
+            f"x{e['over_static_median']:.2f} / x{e['over_static_worst']:.2f} the static readout "
+            f"(target <= 0.8: {e['meets_static']} seeds), x{e['over_kalman_median']:.2f} / "
+            f"x{e['over_kalman_worst']:.2f} the Kalman filter (target <= 2.5: "
+            f"{e['meets_kalman']} seeds)",
+        )
+        for family, e in body["families"].items()
+    ]
+
+
+def _subspace_science(s: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for family, e in s["subspace_science"].items():
+        longest = max((key for key in e if key.isdigit()), key=int)
+        at = e[longest]
+        rows.append(
+            (
+                f"{e['online']} subspace error, {family} ({e['seeds']} seeds, {int(longest):,d} "
+                "samples): median / worst",
+                f"{e['online']} {_median_worst(at[e['online']])} vs {e['batch']} "
+                f"{_median_worst(at[e['batch']])}; gap {_median_worst(at['gap'])}, "
+                f"{at['within_target']} seeds within 0.1",
+            )
+        )
+    return rows
+
+
 BENCHES = [
     Bench(
         "loop",
@@ -258,6 +316,38 @@ BENCHES = [
         "decoding_science.py",
         ("--seeds", "10", "--jobs", "2"),
         _decoding,
+        science=True,
+    ),
+    Bench(
+        "glm_science",
+        "Switching GLM on families of data: state accuracy vs batch EM and the true filter",
+        "glm_science.py",
+        ("--jobs", "2"),
+        _glm_science,
+        science=True,
+    ),
+    Bench(
+        "nsm_science",
+        "Nonnegative similarity matching on assembly families: ARI vs k-means, NMF, spectral",
+        "nsm_science.py",
+        (),
+        _nsm_science,
+        science=True,
+    ),
+    Bench(
+        "subspace_science",
+        "Similarity matching and Bio-CCA on families: subspace error vs batch PCA / CCA",
+        "subspace_science.py",
+        ("--jobs", "2"),
+        _subspace_science,
+        science=True,
+    ),
+    Bench(
+        "refh_science",
+        "Recurrent EFH on oscillator families: readout MSE vs the static readout and Kalman",
+        "refh_science.py",
+        (),
+        _refh_science,
         science=True,
     ),
 ]

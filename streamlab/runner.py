@@ -43,6 +43,7 @@ class AttachOptions:
     curve_secret: str | None = None
     curve_server_key: str | None = None
     curve_allow: str | None = None
+    replaying: bool = False  # set by `replay`: a run that `--resume` cannot continue
 
     def input_curve(self) -> CurveClient | None:
         """CURVE for the input socket: on when the rig's public key is given."""
@@ -76,8 +77,12 @@ def attach(
     on_pipeline: Callable[[Pipeline], None] | None = None,
 ) -> Progress:
     """Connect to `endpoint`, run the learners and write the store; returns the final metrics.
-    With `options.resume` the store's last checkpoint is loaded and the run goes on from it."""
+    With `options.resume` the store's last checkpoint is loaded and the run goes on from it.
+
+    Everything that can fail is tried before a new store is made (the options, the learners'
+    parameters, binding `--publish`), so a failed start leaves nothing that blocks a retry."""
     _check_options(options)
+    fresh = _new_learners(options) if not options.resume else None  # their checks run here
     with ZmqSource(
         endpoint,
         pattern=options.pattern,
@@ -86,7 +91,20 @@ def attach(
         curve=options.input_curve(),
         spin=options.spin,
     ) as source:
-        store, learners, resume = _open_run(endpoint, options)
+        output: ZmqOutputSink | None = None
+        try:
+            if options.publish:  # bound before the store exists: a busy port fails first
+                specs = [parse_spec(spec) for spec in options.learners]
+                if options.resume:
+                    specs = _stored_specs(options.store)
+                output = ZmqOutputSink(
+                    options.publish, curve=options.output_curve(), targets=learner_targets(specs)
+                )
+            store, learners, resume = _open_run(endpoint, options, fresh)
+        except BaseException:
+            if output is not None:
+                output.publisher.close(linger=0)
+            raise
         config = store.attrs["streamlab"]["config"]
         # a resumed run records its input as the run it continues did (a calibrated run's
         # score needs the input of every sample)
@@ -95,10 +113,8 @@ def attach(
             ZarrSink(store, record_input=record_input, keep_checkpoints=options.keep_checkpoints)
         ]
         targets = learner_targets(config["learners"])
-        if options.publish:  # first: outputs go back before the store's bookkeeping
-            sinks.insert(
-                0, ZmqOutputSink(options.publish, curve=options.output_curve(), targets=targets)
-            )
+        if output is not None:  # first: outputs go back before the store's bookkeeping
+            sinks.insert(0, output)
         pipeline = Pipeline(
             source,
             learners,
@@ -115,6 +131,19 @@ def attach(
         return pipeline.run(seconds=seconds, until_eos=until_eos)
 
 
+def _new_learners(options: AttachOptions) -> dict[str, Any]:
+    """The learners of a new run, built (so their parameter checks run) before any socket
+    opens or any store is made."""
+    specs = [parse_spec(spec) for spec in options.learners]
+    return build_learners(specs, device=options.device, seed=options.seed)
+
+
+def _stored_specs(path: str) -> list[LearnerSpec]:
+    """The learner specs a stored run was started with."""
+    config = RunStore.open(path).attrs["streamlab"]["config"]
+    return [parse_spec(s) for s in config["learners"]]
+
+
 def _check_options(options: AttachOptions) -> None:
     """What can be checked before any socket opens (an error raised beside live sockets and
     a feeding thread is an error path ZeroMQ has aborted the process on)."""
@@ -123,14 +152,18 @@ def _check_options(options: AttachOptions) -> None:
     if not options.resume:
         specs = [parse_spec(spec) for spec in options.learners]
         check_calibrate(options.calibrate, learner_targets(specs))
+        RunStore.check_new(
+            options.store, overwrite=options.overwrite, resumable=not options.replaying
+        )
 
 
 def _open_run(
-    endpoint: str, options: AttachOptions
+    endpoint: str, options: AttachOptions, fresh: dict[str, Any] | None
 ) -> tuple[RunStore, dict[str, Any], ResumePoint | None]:
+    """The store and learners of the run: `fresh` learners and a new store, or, with
+    `options.resume`, the stored run's learners at its last checkpoint."""
     specs = [parse_spec(spec) for spec in options.learners]
-    overrides = {"device": options.device, "seed": options.seed}
-    if not options.resume:
+    if fresh is not None:
         config = {
             "endpoint": endpoint,
             "learners": [str(s) for s in specs],
@@ -143,9 +176,13 @@ def _open_run(
             "calibrate": options.calibrate,
         }
         store = RunStore.create(
-            options.store, config=config, source={"endpoint": endpoint}, overwrite=options.overwrite
+            options.store,
+            config=config,
+            source={"endpoint": endpoint},
+            overwrite=options.overwrite,
+            resumable=not options.replaying,
         )
-        return store, build_learners(specs, **overrides), None
+        return store, fresh, None
     store = RunStore.open(options.store, mode="r+")
     config = store.attrs["streamlab"]["config"]
     stored = [parse_spec(s) for s in config["learners"]]
@@ -205,7 +242,9 @@ def replay(
 ) -> Progress:
     """Play `session` over a loopback PUSH socket into `attach` (PULL), so a replay takes the
     same path as a live stream and loses nothing."""
+    options = dataclasses.replace(options, pattern="pull", topic="", replaying=True)
     _check_options(options)
+    _new_learners(options)  # their parameter checks, before the feeding thread starts
     publisher = Publisher("tcp://127.0.0.1:0", pattern="push", send_timeout=60.0)
     stop = threading.Event()
     failure: list[BaseException] = []
@@ -225,7 +264,6 @@ def replay(
 
     feeder = threading.Thread(target=feed, name="streamlab-replay", daemon=True)
     feeder.start()
-    options = dataclasses.replace(options, pattern="pull", topic="")
     try:
         return attach(publisher.endpoint, options, on_progress=on_progress)
     finally:

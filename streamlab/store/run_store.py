@@ -138,14 +138,13 @@ class RunStore:
         config: dict[str, Any],
         source: dict[str, Any],
         overwrite: bool = False,
+        resumable: bool = True,
     ) -> RunStore:
-        """A new run group at `path`, status `running`."""
+        """A new run group at `path`, status `running`. An existing store is an error that
+        says what to do: `--overwrite`, a new path, or (where the command has it, `resumable`)
+        `--resume`."""
         path = str(path)
-        if _exists(path) and not overwrite:
-            raise StoreError(
-                f"a store already exists at {path}; pass --resume to continue that run, "
-                "or choose a new --store path"
-            )
+        cls.check_new(path, overwrite=overwrite, resumable=resumable)
         try:
             root = zarr.open_group(path, mode="w", zarr_format=3)
         except (OSError, ValueError) as exc:
@@ -167,6 +166,17 @@ class RunStore:
         store._table("events/gaps", GAP_COLUMNS)
         store._table("events/rejected", REJECT_COLUMNS)
         return store
+
+    @staticmethod
+    def check_new(path: str | os.PathLike[str], *, overwrite: bool, resumable: bool) -> None:
+        """Raise the error `create` would for an existing store at `path` (callers check
+        before opening sockets, so a refused start leaves nothing behind)."""
+        if _exists(str(path)) and not overwrite:
+            resume = "pass --resume to continue that run, " if resumable else ""
+            raise StoreError(
+                f"a store already exists at {path}; {resume}pass --overwrite to replace it, "
+                "or choose a new --store path"
+            )
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, mode: str = "r") -> RunStore:

@@ -1,0 +1,93 @@
+"""A start that fails (a bad learner parameter, a busy `--publish` port, an existing store)
+exits with the reason and a non-zero code, leaves no store behind to block the retry, and
+says what to do in the words of the command that was run (issue 22, faults 1 and 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from streamlab.sessions import Session, save_session
+from tests.conftest import free_endpoint, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_bad_learner_parameter_exits_cleanly_and_makes_no_store(tmp_path: Path) -> None:
+    """`sm:n_components=0` is refused before any socket opens: no ZeroMQ abort (rc 134), the
+    message names the parameter, and the store path stays free, three times running."""
+    store = tmp_path / "run.zarr"
+    for _ in range(3):
+        result = run_cli(
+            "attach",
+            free_endpoint(),
+            "--learner",
+            "sm:n_components=0",
+            "--store",
+            str(store),
+            "--seconds",
+            "5",
+            "--quiet",
+        )
+        assert result.returncode == 1, (result.returncode, result.stderr)
+        assert "n_components" in result.stderr
+        assert not store.exists()
+
+
+def test_a_busy_publish_port_makes_no_store(tmp_path: Path) -> None:
+    """`--publish` on a port another socket holds fails at the bind, before the store is
+    made, so the same command works once the port is free."""
+    busy = free_endpoint()
+    context = zmq.Context()
+    holder = context.socket(zmq.PUB)
+    holder.bind(busy)
+    try:
+        result = run_cli(
+            "attach",
+            free_endpoint(),
+            "--learner",
+            "sm:n_components=2",
+            "--store",
+            str(tmp_path / "run.zarr"),
+            "--publish",
+            busy,
+            "--seconds",
+            "5",
+            "--quiet",
+        )
+    finally:
+        holder.close(linger=0)
+        context.term()
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert busy in result.stderr
+    assert not (tmp_path / "run.zarr").exists()
+
+
+def test_an_existing_store_names_overwrite_and_only_attach_names_resume(tmp_path: Path) -> None:
+    """`replay` into an existing store names `--overwrite` (it has no `--resume`); `attach`
+    names both; neither touches the store."""
+    data = np.random.default_rng(0).poisson(1.0, (50, 4)).astype(np.uint16)
+    save_session(tmp_path / "rec.npz", Session(data, 100.0))
+    store = tmp_path / "run.zarr"
+    first = run_cli(
+        "replay", str(tmp_path / "rec.npz"), "--learner", "sm:n_components=2", "--store",
+        str(store), "--quiet",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    before = sorted(p.name for p in store.rglob("*"))
+    again = run_cli(
+        "replay", str(tmp_path / "rec.npz"), "--learner", "sm:n_components=2", "--store",
+        str(store), "--quiet",
+    )  # fmt: skip
+    assert again.returncode == 1
+    assert "--overwrite" in again.stderr and "--resume" not in again.stderr
+    live = run_cli(
+        "attach", free_endpoint(), "--learner", "sm:n_components=2", "--store", str(store),
+        "--seconds", "5", "--quiet",
+    )  # fmt: skip
+    assert live.returncode == 1
+    assert "--overwrite" in live.stderr and "--resume" in live.stderr
+    assert sorted(p.name for p in store.rglob("*")) == before
