@@ -407,7 +407,7 @@ def _cmd_attach(args: argparse.Namespace) -> int:
     options = _options(args, "pull" if args.pull or args.open_ephys else "sub")
     if args.seconds is None and (args.open_ephys or not args.until_eos):
         print("attach: running until interrupted (Ctrl-C) ...", file=sys.stderr)
-    printer = ProgressPrinter(quiet=args.quiet)
+    printer = ProgressPrinter(quiet=args.quiet, source=args.endpoint)
     bridge = None
     endpoint = args.endpoint
     if args.open_ephys:
@@ -429,7 +429,7 @@ def _cmd_attach(args: argparse.Namespace) -> int:
             seconds=args.seconds,
             until_eos=args.until_eos and not args.open_ephys,
             on_progress=printer,
-            on_pipeline=_stop_on_sigterm,
+            on_pipeline=lambda pipeline: _listening(pipeline, args.endpoint),
         )
     finally:
         if bridge is not None:
@@ -752,6 +752,12 @@ def _raise_interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def _listening(pipeline: Any, endpoint: str) -> None:
+    """Once the input socket is open: say where the run waits, and stop cleanly on SIGTERM."""
+    print(f"attach: listening at {endpoint}; waiting for the first frame", file=sys.stderr)
+    _stop_on_sigterm(pipeline)
+
+
 def _stop_on_sigterm(pipeline: Any) -> None:
     """SIGTERM ends the run cleanly (flush, checkpoint, status) as Ctrl-C does."""
     if hasattr(signal, "SIGTERM"):
@@ -759,26 +765,38 @@ def _stop_on_sigterm(pipeline: Any) -> None:
 
 
 class ProgressPrinter:
-    """Prints the live progress line to stderr (rewriting it on a terminal)."""
+    """Prints the live progress line to stderr (rewriting it on a terminal); `source` (an
+    endpoint) names where a run that has received nothing yet is waiting."""
 
-    def __init__(self, quiet: bool = False, stream: Any = None) -> None:
+    def __init__(self, quiet: bool = False, stream: Any = None, source: str | None = None) -> None:
         self.quiet = quiet
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
+        self.source = source
 
     def __call__(self, progress: Any) -> None:
         if self.quiet:
             return
         end = "\r" if self.tty else "\n"
-        print(progress.line(), end=end, file=self.stream, flush=True)
+        print(progress.line(self.source), end=end, file=self.stream, flush=True)
 
     def finish(self, progress: Any, store: str) -> None:
         if self.tty and not self.quiet:
             print(file=self.stream)
+        if progress.frames == 0:
+            where = f" at {self.source}" if self.source else ""
+            print(
+                f"done: no stream arrived{where} in {progress.elapsed_s:.1f} s (is the rig "
+                f"running and bound there?); store {store}",
+                file=self.stream,
+            )
+            return
+        joined = f"; first sample seq {progress.first_seq}" if progress.first_seq else ""
         print(
             f"done: {progress.samples:,d} samples in {progress.elapsed_s:.1f} s; latency p50 "
             f"{progress.p50_us:.0f} us, p99 {progress.p99_us:.0f} us; gaps {progress.gaps} "
-            f"({progress.missing} samples lost); rejects {progress.rejects}; store {store}",
+            f"({progress.missing} samples lost){joined}; rejects {progress.rejects}; "
+            f"store {store}",
             file=self.stream,
         )
 

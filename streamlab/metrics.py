@@ -76,13 +76,28 @@ class Progress:
     ignored: int = 0
     checkpoints: int = 0
     divergences: int = 0
+    first_seq: int | None = None  # the first sample this run took (a late joiner's is > 0)
+    stream_ended: bool = False  # the followed stream sent its eos (and nothing since)
+    total: int | None = None  # samples the source will send, where known (a replay)
 
-    def line(self) -> str:
-        return (
+    def line(self, source: str | None = None) -> str:
+        """The live progress line; before the first frame, how long it has waited (at
+        `source`, where given)."""
+        if self.frames == 0:
+            where = f" at {source}" if source else ""
+            return f"waiting for a stream{where}: nothing received in {self.elapsed_s:.0f} s"
+        text = (
             f"{self.samples:>9,d} samples {self.samples_per_s:>9,.0f}/s  "
             f"latency p50 {self.p50_us:7.0f} us p99 {self.p99_us:7.0f} us  "
             f"gaps {self.gaps} ({self.missing:,d} lost)  rejects {self.rejects}"
         )
+        if self.total:
+            left = max(self.total - self.samples, 0)
+            eta = f"{left / self.samples_per_s:.0f} s" if self.samples_per_s > 0 else "?"
+            text += f"  {100 * self.samples / self.total:.0f} % of {self.total:,d}, ETA {eta}"
+        if self.stream_ended:
+            text += "  stream ended (eos); still listening"
+        return text
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

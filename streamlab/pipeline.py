@@ -193,6 +193,9 @@ class Pipeline:
         elif frame.stream != self._stream.name:
             self.progress.ignored += 1
             return False
+        if self.progress.first_seq is None:
+            self.progress.first_seq = frame.seq
+        self.progress.stream_ended = False
         return True
 
     def _start_stream(self, stream: StreamInfo, first_t: float | None = None) -> None:
@@ -216,7 +219,9 @@ class Pipeline:
         if message.kind == "hello":
             self._hello[message.stream] = message.meta
             return False
-        return self._stream is not None and message.stream == self._stream.name
+        ends = self._stream is not None and message.stream == self._stream.name
+        self.progress.stream_ended |= ends
+        return ends
 
     def _process(self, frame: Frame) -> None:
         data = frame.data

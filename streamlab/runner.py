@@ -262,10 +262,15 @@ def replay(
         except BaseException as exc:  # re-raised in the caller's thread below
             failure.append(exc)
 
+    def with_total(progress: Progress) -> None:  # a replay knows its length: progress has an ETA
+        progress.total = session.n_samples
+        if on_progress is not None:
+            on_progress(progress)
+
     feeder = threading.Thread(target=feed, name="streamlab-replay", daemon=True)
     feeder.start()
     try:
-        return attach(publisher.endpoint, options, on_progress=on_progress)
+        return attach(publisher.endpoint, options, on_progress=with_total)
     finally:
         stop.set()
         feeder.join(timeout=5)

@@ -442,6 +442,31 @@ def test_a_live_pub_rig_ten_times_faster_than_the_learners_costs_gaps_not_memory
     when it exits, its eos included, is lost unseen: PUB/SUB is for live rigs; PUSH loses
     nothing.)"""
     bounded = ["--hwm", "100"]  # frames of 15 KB: at most 3 MB queued across both sockets
+    # the premise, established rather than assumed: the learners are subscribed before the rig
+    # publishes its first sample (a run still importing torch on a loaded machine had joined
+    # late, seen only the tail and kept up with it: 0 gaps)
+    attach = subprocess.Popen(
+        [
+            *streamlab_command(
+                "attach", endpoint, "--store", str(tmp_path / "slow.zarr"), *bounded
+            ),
+            "--learner",
+            "sm:n_components=16,backend=torch",
+            "--learner",
+            "nsm:n_components=8,backend=torch",
+            "--until-eos",
+            "--seconds",
+            "25",
+            "--quiet",
+            "--device",
+            "cpu",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert attach.stderr is not None
+    listening = attach.stderr.readline()
+    assert "listening at" in listening, listening
     rig = subprocess.Popen(
         [
             *streamlab_command("sim", "--publish", endpoint, *bounded),
@@ -458,25 +483,6 @@ def test_a_live_pub_rig_ten_times_faster_than_the_learners_costs_gaps_not_memory
         ],
         stderr=subprocess.DEVNULL,
     )
-    attach = subprocess.Popen(
-        [
-            *streamlab_command(
-                "attach", endpoint, "--store", str(tmp_path / "slow.zarr"), *bounded
-            ),
-            "--learner",
-            "sm:n_components=16,backend=torch",
-            "--learner",
-            "nsm:n_components=8,backend=torch",
-            "--until-eos",
-            "--seconds",
-            "15",
-            "--quiet",
-            "--device",
-            "cpu",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     memory = []
     try:
         while attach.poll() is None:
@@ -492,6 +498,7 @@ def test_a_live_pub_rig_ten_times_faster_than_the_learners_costs_gaps_not_memory
     run = RunStore.open(tmp_path / "slow.zarr")
     seq = run.learner("sm").read("seq").astype(np.int64)
     missing = int(run.gaps.read("n_missing").sum())
+    assert seq[0] < 20_000, f"joined at seq {seq[0]}: the rig was not outpacing a subscribed run"
     assert run.gaps.rows >= 1 and missing > len(seq)  # most of the 60,000 samples were dropped
     assert len(seq) + missing >= seq[-1] - seq[0] + 1  # every hole in seq is a recorded gap
     steady = memory[len(memory) // 4 :]
