@@ -91,3 +91,19 @@ def test_an_existing_store_names_overwrite_and_only_attach_names_resume(tmp_path
     assert live.returncode == 1
     assert "--overwrite" in live.stderr and "--resume" in live.stderr
     assert sorted(p.name for p in store.rglob("*")) == before
+
+
+def test_attach_to_an_empty_endpoint_says_it_is_waiting_and_that_nothing_came(
+    tmp_path: Path,
+) -> None:
+    """Nothing behind the endpoint: the run says where it listens, that it is waiting and for
+    how long, and ends saying no stream arrived (it had printed `0 samples 0/s` forever)."""
+    endpoint = free_endpoint()
+    result = run_cli(
+        "attach", endpoint, "--learner", "sm:n_components=2", "--store",
+        str(tmp_path / "run.zarr"), "--seconds", "2.5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"listening at {endpoint}" in result.stderr
+    assert f"waiting for a stream at {endpoint}: nothing received in" in result.stderr
+    assert f"no stream arrived at {endpoint}" in result.stderr
