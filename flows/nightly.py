@@ -63,6 +63,21 @@ def fingerprint(session: Path) -> str:
     return f"{sum(s.st_size for s in stats)}:{max((s.st_mtime_ns for s in stats), default=0)}"
 
 
+def done_with(
+    done: dict[str, Any] | None,
+    mark: str,
+    learners: list[str],
+    session_options: dict[str, Any] | None,
+) -> bool:
+    """Whether a session's record says it was processed as it is now (`mark`), with these
+    learners and reader options (other specs process it again)."""
+    if done is None or done.get("fingerprint") != mark:
+        return False
+    return done.get("learners") == learners and done.get("session_options", {}) == (
+        session_options or {}
+    )
+
+
 def read_state(store_dir: Path) -> dict[str, Any]:
     path = store_dir / STATE_FILE
     if not path.exists():
@@ -173,12 +188,15 @@ def nightly_flow(
     max_workers: int = 2,
     lockstep: bool = False,
     device: str = "auto",
+    force: bool = False,
 ) -> dict[str, Any]:
     """Replay every session in `archive` not yet processed into `<store_dir>/<name>.zarr` and
     write `nightly-<time>.json`/`.html` and `index.html` in `store_dir`; returns the summary.
     `session_options` are given to every session's reader (e.g. `{"bin_s": 0.05}` for spike
     times, `{"rate": 30}` for Suite2p folders without ops.npy). With `lockstep`, sessions of
-    the same shape run as one batch of learners on `device` (many sessions on one GPU)."""
+    the same shape run as one batch of learners on `device` (many sessions on one GPU). A session
+counts as done only if it was processed unchanged with these learners and reader options;
+`force` processes every session again."""
     learners = list(learners or DEFAULT_LEARNERS)
     for spec in learners:
         parse_spec(spec)  # a ConfigError now, not in every task
@@ -195,7 +213,7 @@ def nightly_flow(
     for session in find_sessions(archive):
         key, mark = str(session.resolve()), fingerprint(session)
         done = state["sessions"].get(key)
-        if done is not None and done.get("fingerprint") == mark:
+        if not force and done_with(done, mark, learners, session_options):
             skipped.append(str(session))
             continue
         jobs.append(
@@ -223,6 +241,7 @@ def nightly_flow(
                 "store": job["store"],
                 "finished": datetime.now(UTC).isoformat(),
                 "learners": learners,
+                "session_options": session_options or {},
             }
     for result in results:
         if "error" not in result:

@@ -12,8 +12,10 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from streamlab.adapters import open_session
 
+from streamlab.errors import StoreError
 from streamlab.lockstep import group_for_lockstep, lockstep_key, replay_lockstep
 from streamlab.paths import confined_store
+from streamlab.pipeline import stopped_by_signal
 from streamlab.runner import AttachOptions, replay
 
 
@@ -44,6 +46,8 @@ def replay_one(
         record_input=calibrate is not None,
     )
     progress = replay(loaded, options, realtime=realtime)
+    if stopped_by_signal():  # Ctrl-C or SIGTERM: the store is closed `stopped`, not done
+        raise StoreError(f"the replay of {session} was stopped before its end; run it again")
     return {
         "session": session,
         "store": store,

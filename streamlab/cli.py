@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,43 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    _stop_cleanly_on_signals()
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
     except StreamlabError as exc:
         print(f"streamlab {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"streamlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `streamlab inspect STORE | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    from streamlab.pipeline import stopped_by_signal
+
+    if stopped_by_signal():
+        print(f"streamlab {args.command}: interrupted (stopped cleanly)", file=sys.stderr)
+        return 130
+    return code
+
+
+def _stop_cleanly_on_signals() -> None:
+    """Ctrl-C and SIGTERM (`timeout`, `kill`, systemd's stop) stop a command cleanly: running
+    pipelines end after their current frame and close their stores `stopped` (raising
+    KeyboardInterrupt inside a ZeroMQ call had aborted the process); a second signal, or one
+    while no pipeline runs, interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(*_: Any) -> None:
+        from streamlab.pipeline import stop_all, stopped_by_signal
+
+        if stopped_by_signal() or not stop_all():
+            raise KeyboardInterrupt
+
+    for name in ("SIGINT", "SIGTERM"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -258,6 +288,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     nightly.add_argument(
         "--device", default="auto", help="torch device with --lockstep (auto, cpu, cuda)"
+    )
+    nightly.add_argument(
+        "--force",
+        action="store_true",
+        help="process every session again, done or not (a session done with other --learner "
+        "specs is processed again without it)",
     )
     nightly.set_defaults(handler=_cmd_nightly)
 
@@ -695,6 +731,7 @@ def _cmd_nightly(args: argparse.Namespace) -> int:
             max_workers=args.workers,
             lockstep=args.lockstep,
             device=args.device,
+            force=args.force,
         )
     print(
         f"nightly: {len(summary['processed'])} processed, {len(summary['failed'])} failed, "
@@ -753,15 +790,8 @@ def _raise_interrupt(*_: object) -> None:
 
 
 def _listening(pipeline: Any, endpoint: str) -> None:
-    """Once the input socket is open: say where the run waits, and stop cleanly on SIGTERM."""
+    """Once the input socket is open: say where the run waits."""
     print(f"attach: listening at {endpoint}; waiting for the first frame", file=sys.stderr)
-    _stop_on_sigterm(pipeline)
-
-
-def _stop_on_sigterm(pipeline: Any) -> None:
-    """SIGTERM ends the run cleanly (flush, checkpoint, status) as Ctrl-C does."""
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
 
 
 class ProgressPrinter:

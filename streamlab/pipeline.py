@@ -26,6 +26,24 @@ from streamlab.store.run_store import Checkpoint
 from streamlab.stream.protocol import Control, Frame, Message
 from streamlab.stream.transport import Event, Gap
 
+_SHUTDOWN = threading.Event()  # set by `stop_all`: every pipeline of this process stops
+_running = [0]  # pipelines inside `run` now, in any thread
+
+
+def stop_all() -> bool:
+    """Stop every pipeline running in this process after its current frame, each closing its
+    sinks with status `stopped` (a command's Ctrl-C or SIGTERM: the nightly flow runs several,
+    in threads), for the rest of the process's life. Returns whether any was running.
+    Signal-safe: it sets a flag, where an exception raised inside a ZeroMQ call can abort the
+    process."""
+    _SHUTDOWN.set()
+    return _running[0] > 0
+
+
+def stopped_by_signal() -> bool:
+    """Whether `stop_all` was called in this process."""
+    return _SHUTDOWN.is_set()
+
 
 class Source(Protocol):
     """What a pipeline reads from: `ZmqSource` and anything shaped like it."""
@@ -137,8 +155,12 @@ class Pipeline:
         next_report = start + self.report_every
         rate = RateMeter()
         status, error = "complete", None
+        _running[0] += 1
         try:
             while not self._stop.is_set():
+                if _SHUTDOWN.is_set():
+                    status = "stopped"
+                    break
                 message = self.source.receive(timeout=0.05)
                 if self.source.events:
                     self._dispatch(self.source.drain_events())
@@ -162,6 +184,8 @@ class Pipeline:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             self._close(status, error, suppress=True)
             raise
+        finally:
+            _running[0] -= 1
         if self.source.events:
             self._dispatch(self.source.drain_events())
         if self._last_frame is not None and self._since_checkpoint:

@@ -5,10 +5,13 @@ publishing."""
 from __future__ import annotations
 
 import dataclasses
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import zmq
 
 from streamlab.errors import ConfigError, StoreError
 from streamlab.learners import LearnerSpec, build_learners, learner_targets, parse_spec
@@ -231,6 +234,14 @@ def _calibration_end(store: RunStore, config: dict[str, Any]) -> float | None:
     return min(firsts) + float(seconds) if firsts else None
 
 
+def block_stop_signals() -> None:
+    """Keep Ctrl-C and SIGTERM off the calling (non-main) thread, so the kernel delivers them
+    to the main thread, whose handler stops the run: one landing in a thread blocked inside a
+    ZeroMQ call aborted the process (`Assertion failed: pfd.revents & POLLIN`)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def replay(
     session: Session,
     options: AttachOptions,
@@ -250,6 +261,7 @@ def replay(
     failure: list[BaseException] = []
 
     def feed() -> None:
+        block_stop_signals()
         try:
             play_session(
                 publisher,
@@ -273,10 +285,25 @@ def replay(
         return attach(publisher.endpoint, options, on_progress=with_total)
     finally:
         stop.set()
-        feeder.join(timeout=5)
+        _join_feeder(feeder, publisher.endpoint)
         publisher.close(linger=0)
         if failure:
             raise failure[0]
+
+
+def _join_feeder(feeder: threading.Thread, endpoint: str) -> None:
+    """Wait for the feeding thread to see `stop`. A run that stopped early has closed its PULL
+    socket, which leaves the feeder blocked in a PUSH send: a drain connected meanwhile takes
+    that message, so the feeder returns before the publisher is closed (closing it under a
+    blocked send aborted the process in ZeroMQ)."""
+    context = zmq.Context.instance()
+    drain = context.socket(zmq.PULL)
+    drain.setsockopt(zmq.LINGER, 0)
+    drain.connect(endpoint)
+    try:
+        feeder.join(timeout=30)
+    finally:
+        drain.close(linger=0)
 
 
 __all__ = ["AttachOptions", "LearnerSpec", "attach", "replay"]

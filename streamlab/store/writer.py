@@ -129,7 +129,10 @@ def _serve(path: str, jobs: Any, results: Any, parent_pid: int | None) -> None:
     `parent_pid` is None on a thread (nothing to outlive)."""
     if parent_pid is not None:
         _die_with_parent()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+        # Ctrl-C and SIGTERM (sent to the whole process group by `timeout` or systemd) are
+        # the parent's to handle: it flushes, checkpoints and closes the store through us
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with contextlib.suppress(OSError):
             # a lower priority than the learner loop's: an append costs tens of milliseconds
             # of CPU, which on a machine with few cores delayed the samples arriving meanwhile
