@@ -20,6 +20,7 @@ from streamlab.pipeline import Pipeline, ResumePoint, check_calibrate
 from streamlab.sessions import Session
 from streamlab.sinks import Sink, StreamInfo, ZarrSink, ZmqOutputSink
 from streamlab.store.run_store import RunStore
+from streamlab.store.writer import refuse_in_writer_process
 from streamlab.stream import Publisher, ZmqSource, play_session
 from streamlab.stream.security import CurveClient, CurveServer
 
@@ -150,6 +151,7 @@ def _stored_specs(path: str) -> list[LearnerSpec]:
 def _check_options(options: AttachOptions) -> None:
     """What can be checked before any socket opens (an error raised beside live sockets and
     a feeding thread is an error path ZeroMQ has aborted the process on)."""
+    refuse_in_writer_process()
     if options.hwm < 1:
         raise ConfigError(f"hwm must be at least 1 frame, got {options.hwm}")
     if not options.resume:

@@ -4,6 +4,8 @@ says what to do in the words of the command that was run (issue 22, faults 1 and
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +109,23 @@ def test_attach_to_an_empty_endpoint_says_it_is_waiting_and_that_nothing_came(
     assert f"listening at {endpoint}" in result.stderr
     assert f"waiting for a stream at {endpoint}: nothing received in" in result.stderr
     assert f"no stream arrived at {endpoint}" in result.stderr
+
+
+def test_a_script_without_a_main_guard_gets_the_reason_at_once(tmp_path: Path) -> None:
+    """A plain script that replays at its top level: the store writer's child process imports
+    the script again, whose run is refused there; the parent reports the dead writer and the
+    fix within seconds (it had waited 10 minutes for the writer)."""
+    data = np.random.default_rng(0).poisson(1.0, (200, 4)).astype(np.uint16)
+    save_session(tmp_path / "rec.npz", Session(data, 100.0))
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "from streamlab.adapters import open_session\n"
+        "from streamlab.runner import AttachOptions, replay\n"
+        f"session = open_session({str(tmp_path / 'rec.npz')!r})\n"
+        f"replay(session, AttachOptions(store={str(tmp_path / 'run.zarr')!r}, learners=['sm']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    assert 'if __name__ == "__main__":' in result.stderr

@@ -26,6 +26,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +37,19 @@ _SYNC = "sync"
 _JOB = "job"
 _PR_SET_PDEATHSIG = 1
 WRITER_NICENESS = 10  # added to the writer process's nice value (lower priority)
+WRITER_NAME = "streamlab-store-writer"
+MAIN_GUARD_HINT = (
+    "the store writer runs in a child process that imports your script again; a script that "
+    'starts a streamlab run must put it under `if __name__ == "__main__":` (or run it with '
+    "`python -c`, in a notebook, or through the `streamlab` command)"
+)
+
+
+def refuse_in_writer_process() -> None:
+    """Raise a clear error where a run is started inside a store writer's process: its script,
+    imported again there, starts a run at its top level (it had hung the parent 10 minutes)."""
+    if multiprocessing.current_process().name == WRITER_NAME:
+        raise StoreError(f"a run was started while the store writer started up: {MAIN_GUARD_HINT}")
 
 
 class StoreWriter:
@@ -51,7 +65,7 @@ class StoreWriter:
             self._process: Any = threading.Thread(
                 target=_serve,
                 args=(path, self._jobs, self._results, None),
-                name="streamlab-store-writer",
+                name=WRITER_NAME,
                 daemon=True,
             )
         else:
@@ -61,11 +75,12 @@ class StoreWriter:
             self._process = context.Process(
                 target=_serve,
                 args=(path, self._jobs, self._results, os.getpid()),
-                name="streamlab-store-writer",
+                name=WRITER_NAME,
                 daemon=True,
             )
         self._process.start()
         self._error: str | None = None
+        self._started = False  # the writer reported that it runs
         self._syncs = 0
         self.path = path
 
@@ -84,14 +99,24 @@ class StoreWriter:
                 break
             if kind == "error":
                 self._error = value
+            elif kind == "started":
+                self._started = True
         if self._error is not None:
             raise StoreError(
                 f"writing the store failed ({self._error}); rows committed before the failure "
                 "stay readable; fix the cause (disk space, permissions) and continue with --resume"
             )
+        self._check_alive()
+
+    def _check_alive(self) -> None:
+        """Raise StoreError if the writer process has died (without reading its results)."""
         exitcode = getattr(self._process, "exitcode", None)
-        if not self._process.is_alive() and exitcode not in (0, None):
+        if self._error is None and not self._process.is_alive() and exitcode not in (0, None):
+            # nobody reads the job queue any more: exiting must not wait to flush it
+            self._jobs.cancel_join_thread()
             self._error = f"the store writer process died with exit code {exitcode}"
+            if not self._started:
+                self._error += f" before it started ({MAIN_GUARD_HINT})"
             self.check()
 
     def drain(self, timeout: float = 600.0) -> None:
@@ -99,11 +124,19 @@ class StoreWriter:
         self.check()
         self._syncs += 1
         self._jobs.put((_SYNC, self._syncs, ()))
+        deadline = time.monotonic() + timeout
         while True:
-            try:
-                kind, value = self._results.get(timeout=timeout)
+            try:  # short waits: a writer that died is reported at once, not after `timeout`
+                kind, value = self._results.get(timeout=0.5)
             except queue.Empty:
-                raise StoreError(f"the store writer did not finish within {timeout} s") from None
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"the store writer did not finish within {timeout} s"
+                    ) from None
+                continue
+            if kind == "started":
+                self._started = True
             if kind == "error":
                 self._error = value
                 self.check()
@@ -141,6 +174,7 @@ def _serve(path: str, jobs: Any, results: Any, parent_pid: int | None) -> None:
 
     store = None
     failed = False
+    results.put(("started", None))
     while True:
         try:
             item = jobs.get(timeout=1.0)
