@@ -4,7 +4,9 @@ populations and on the shared linear-track recording, beside the offline baselin
 For each family of `streamlab.sim.decoding` (`place_field`, `cosine_velocity`, `drifting`) and
 each seed, the session's first half is the calibration (labels given), the second half is
 decoded (no labels) and scored. The online decoders run at their defaults, only their output
-size set to the behaviour's q: `akd` (adaptive Kalman decoder), `three_factor` and `force`
+size set to the behaviour's q: `akd` (adaptive Kalman decoder: an online ridge regression on
+lagged square-root counts as the observation, combined with learned dynamics by a gain learned
+from the labels), `three_factor` and `force`
 (reservoir readouts, `neuron="rate"`), `refh` (recurrent EFH, its RLS readout with
 `n_targets=q`) and `online_ridge` (`ridge`: ridge on lagged square-root counts by RLS); and,
 with intermittent feedback (a label every 10 samples after calibration, each decoded before

@@ -331,35 +331,32 @@ def decoding_run() -> dict[str, np.ndarray]:
 
 
 def test_adaptive_decoder_converges_to_offline_least_squares_decoder(decoding_run) -> None:
-    """On held-out bins before the drift the adaptive decoder's error is within 25% of the
-    Kalman decoder fitted offline on the first TRAIN bins, after a first 25 bins more than
-    2.5 times worse. These counts are drawn from the classical Kalman decoder's own model
-    (cosine tuning, AR(1) velocity), its best case; the adaptive decoder's regression on 5 lags
-    of 50 units with forgetting 0.999 (memory about 1,000 labels for 251 weights) pays
-    variance for its flexibility here (measured 0.212 vs 0.181, velocity variance 1.9; the
-    generative decoder it replaced matched 0.181 and lost 0.18 R² to ridge on the simulated
-    families, tests/test_decoding_science.py)."""
+    """On held-out bins before the drift the adaptive decoder's error is within 5% of the
+    Kalman decoder fitted offline on the first TRAIN bins (measured 0.186 vs 0.181, velocity
+    variance 1.9; these counts are drawn from that decoder's own model, cosine tuning and AR(1)
+    velocity), after a first 25 bins more than three times worse (1.90)."""
     run = decoding_run
     test = slice(TRAIN, TRAIN + TEST)
     offline = mse(run["fixed"][test], run["velocity"][test])
     adaptive = mse(run["adaptive"][test], run["velocity"][test])
-    assert adaptive < 1.25 * offline
+    assert adaptive < 1.05 * offline
     assert mse(run["adaptive"][:25], run["velocity"][:25]) > 2.5 * offline
 
 
 def test_adaptive_decoder_recovers_from_drift_and_fixed_decoder_does_not(decoding_run) -> None:
     """Within 2,000 labelled bins (100 s) after the drift the adaptive decoder's error is within
-    30% of a Kalman decoder refitted on the post-drift data (that decoder's own model, as
-    above), while the pre-drift offline decoder stays more than three times worse (measured:
-    0.29 vs 0.25 vs 1.41)."""
+    15% of a decoder refitted on the post-drift data, while the pre-drift offline decoder stays
+    more than three times worse (measured: 0.255 vs 0.248 vs 1.41). In the first 500 bins
+    after the drift it is 0.36 (the drift hurt; the generative decoder it replaced was at more
+    than twice the target there, this one recovers faster)."""
     run = decoding_run
     drift = TRAIN + TEST
     late = slice(drift + 2000, drift + AFTER)
     target = mse(run["refit"][late], run["velocity"][late])
-    assert mse(run["adaptive"][late], run["velocity"][late]) < 1.3 * target
+    assert mse(run["adaptive"][late], run["velocity"][late]) < 1.15 * target
     assert mse(run["fixed"][late], run["velocity"][late]) > 3 * target
     first = slice(drift, drift + 500)
-    assert mse(run["adaptive"][first], run["velocity"][first]) > 2 * target  # the drift hurt
+    assert mse(run["adaptive"][first], run["velocity"][first]) > 1.3 * target  # the drift hurt
 
 
 def test_decoder_batch_with_missing_labels_equals_single_runs() -> None:
@@ -388,7 +385,7 @@ def test_decoder_with_known_dynamics_and_without_labels_only_decodes() -> None:
         decoder.step(torch.from_numpy(counts[t, 0]), torch.from_numpy(velocity[t, 0]))
     before = {k: v.clone() for k, v in decoder._state_tensors().items()}
     decoder.step(torch.from_numpy(counts[100, 0]))
-    for name in ("W", "P", "Q", "dynamics", "dyn_noise", "y_mean", "y_count"):
+    for name in ("W", "P", "gain", "dynamics", "dyn_noise", "y_mean", "y_count"):
         assert torch.equal(before[name], decoder._state_tensors()[name]), name
     np.testing.assert_array_equal(decoder._dynamics[0].numpy(), [[0.9, 0.0], [0.0, 0.9]])
     np.testing.assert_array_equal(decoder._dyn_noise[0].numpy(), [[0.2, 0.0], [0.0, 0.2]])

@@ -40,36 +40,55 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_adaptive_decoder_matches_the_offline_kalman_decoder_on_every_family(family) -> None:
-    """Ten seeds per family (20-200 neurons, randomised rates, tuning shapes, over-dispersed
-    counts, untuned units; `drifting` changes its tuning after calibration), 1,500 bins, first
-    half calibrated. `akd` at its defaults learns online what the offline Kalman decoder fits
-    in batch on the calibration half: its median R² on the decoded half is within 0.02 of that
-    decoder's and above 0.4, its worst seed within 0.05 of that decoder's worst, and its shift
-    control collapses on every seed. Measured (median / worst): cosine_velocity 0.74 / 0.65
-    (Kalman 0.74 / 0.64), drifting 0.69 / 0.33 (0.68 / 0.29), place_field 0.47 / -0.19 (0.47 /
-    -0.19: an open-field seed with few visits); shift controls at most -0.08. Ridge regression
-    on lagged square-root counts beats both on most seeds (the benchmark, full-length sessions:
-    see benchmarks/README.md), which is why the README does not recommend `akd` over ridge for
-    decoding."""
-    ours, offline, controls = [], [], []
+def _decode_with_control(
+    learner: AdaptiveKalmanDecoder,
+    x: np.ndarray,
+    y: np.ndarray,
+    calibration: int,
+    feedback_every: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The decoder's decode of x and, as a second stream of the same batch, of its shift
+    control (x circularly shifted against the labels), both given y for the first
+    `calibration` rows and then only every `feedback_every`-th row (each decoded before its
+    label is learned from); streams of a batch are independent (tests/test_control.py)."""
+    pair = torch.from_numpy(np.stack([x, shifted(x)], 1).astype(np.float64))
+    labels = torch.from_numpy(np.repeat(y[:, None, :], 2, 1).astype(np.float64))
+    unlabelled = torch.full_like(labels[0], float("nan"))
+    out = np.empty((len(x), 2, y.shape[1]))
+    for t in range(len(x)):
+        given = t < calibration or (
+            feedback_every is not None and (t - calibration) % feedback_every == feedback_every - 1
+        )
+        out[t] = learner.step(pair[t], labels[t] if given else unlabelled).numpy()
+    return out[:, 0], out[:, 1]
+
+
+def test_adaptive_decoder_with_intermittent_labels_beats_ridge_and_kalman_on_drift() -> None:
+    """Ten seeds of the drifting family (20-200 neurons, randomised rates and tuning; the
+    tuning random-walks after calibration and some units fall silent), 1,500 bins, first half
+    calibrated; then a label every 10 samples, each decoded before it is learned from. `akd`
+    with forgetting 0.999 (its observation the online ridge regression on lagged square-root
+    counts, a gain to its learned dynamics fit on the labels) beats ridge (lags and penalty by
+    cross-validation) and the offline Kalman decoder fit on the calibration half, which cannot
+    use those labels, in median and worst seed; its shift control (same batch, second stream)
+    collapses on every seed. The families without feedback are in the benchmark
+    (benchmarks/decoding_science.py): they do not fit the suite's time with this decoder."""
+    ours, ridge, kalman, controls = [], [], [], []
     for seed in SEEDS:
-        data = FAMILIES[family](seed, n_bins=BINS)
+        data = FAMILIES["drifting"](seed, n_bins=BINS)
         x, y = data.counts, data.behaviour
         calibration = len(x) // 2
         truth = y[calibration:]
-        decoded = run_decoder(AdaptiveKalmanDecoder(n_components=y.shape[1]), x, y, calibration)
+        baselines = {row.name: row.mean_r2 for row in baseline_scores(x, y, calibration)}
+        ridge.append(baselines["baseline: ridge"])
+        kalman.append(baselines["baseline: Kalman (offline)"])
+        learner = AdaptiveKalmanDecoder(n_components=y.shape[1], forgetting=0.999)
+        decoded, control = _decode_with_control(learner, x, y, calibration, feedback_every=10)
         ours.append(score("akd", truth, decoded[calibration:]).mean_r2)
-        kalman = kalman_baseline(x, y, calibration)
-        offline.append(score("kalman", truth, kalman[calibration:]).mean_r2)
-        control = run_decoder(
-            AdaptiveKalmanDecoder(n_components=y.shape[1]), shifted(x), y, calibration
-        )
         controls.append(score("control", truth, control[calibration:]).mean_r2)
-    assert np.median(ours) >= np.median(offline) - 0.02, (ours, offline)
-    assert np.median(ours) > 0.4, ours
-    assert min(ours) >= min(offline) - 0.05, (ours, offline)
+    assert np.median(ours) > np.median(ridge), (ours, ridge)
+    assert np.median(ours) > np.median(kalman), (ours, kalman)
+    assert min(ours) > min(ridge) and min(ours) > min(kalman), (ours, ridge, kalman)
     assert max(controls) <= 0.1, controls
 
 
