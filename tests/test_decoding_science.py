@@ -133,8 +133,8 @@ def test_linear_track_figures_for_every_decoder_beside_ridge() -> None:
     within 0.02 of ridge or above it (akd, whose observation is now the online ridge
     regression, lost the 0.05 it had over ridge with its generative model: it is 0.05 below
     the offline Kalman decoder here, not asserted); the rEFH readout -1.10, below the
-    calibration mean, which is why the README does not recommend it for decoding. Every shift control collapses
-    (at most 0.1)."""
+    calibration mean, which is why the README does not recommend it for decoding. Every shift
+    control collapses (at most 0.1)."""
     track = load_linear_track(LINEAR_TRACK)
     start = float(track.position_t[0])
     x, y, _ = bin_session(track, 0.25, start, start + 900.0)
