@@ -19,6 +19,7 @@ Run (from the repository root, with nothing else heavy running):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import subprocess
@@ -71,10 +72,13 @@ def soak(seconds: float, channels: int, rate: float, store: Path) -> dict[str, o
         stderr=subprocess.PIPE,
         text=True,
     )
+    finished = False
     try:
         samples, rig_wall, finished = watch(attach, rig, seconds)
     finally:  # never leave a rig or a run behind, whatever happened here
         for process in (rig, attach):
+            with contextlib.suppress(subprocess.TimeoutExpired):  # a finished rig may be exiting
+                process.wait(timeout=30 if finished else 0.1)
             if process.poll() is None:
                 process.kill()
     rig_err = rig.communicate(timeout=60)[1]

@@ -38,9 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `streamlab inspect STORE | head`: the reader has had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    from streamlab.pipeline import stopped_by_signal
-
-    if stopped_by_signal():
+    pipeline = sys.modules.get("streamlab.pipeline")  # not imported: no run (and no torch)
+    if pipeline is not None and pipeline.stopped_by_signal():
         print(f"streamlab {args.command}: interrupted (stopped cleanly)", file=sys.stderr)
         return 130
     return code
@@ -55,9 +54,8 @@ def _stop_cleanly_on_signals() -> None:
         return
 
     def stop(*_: Any) -> None:
-        from streamlab.pipeline import stop_all, stopped_by_signal
-
-        if stopped_by_signal() or not stop_all():
+        pipeline = sys.modules.get("streamlab.pipeline")  # not imported: no run to stop
+        if pipeline is None or pipeline.stopped_by_signal() or not pipeline.stop_all():
             raise KeyboardInterrupt
 
     for name in ("SIGINT", "SIGTERM"):
