@@ -387,8 +387,10 @@ def test_bio_cca_numpy_and_torch_backends_agree(center: bool, batch: int) -> Non
     for t in range(len(x)):
         view = None if t % 6 == 5 else y[t]
         outs = {name: learner.step(x[t], view) for name, learner in learners.items()}
-        torch.testing.assert_close(outs["numpy"], outs["torch"], rtol=1e-8, atol=1e-10)
-    states = _assert_same_state(learners, rtol=1e-8, atol=1e-10)
+        # the burn-in's batch CCA start amplifies the two steps' rounding-level differences:
+        # measured up to 7e-10 absolute (3e-8 relative) over the 1,250 learning steps
+        torch.testing.assert_close(outs["numpy"], outs["torch"], rtol=1e-7, atol=1e-8)
+    states = _assert_same_state(learners, rtol=1e-7, atol=1e-8)
     assert states["numpy"]["_learned"] == 1250
 
 
