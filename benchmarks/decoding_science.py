@@ -37,7 +37,6 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from benchmarks.sessions import run_sessions
 from streamlab.learners.registry import parse_spec
 from streamlab.scoring import baseline_scores, run_decoder, score, shifted
 from streamlab.sim.decoding import FAMILIES
@@ -281,17 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     start = time.perf_counter()
-    sessions: list[Session] = []
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            for session in pool.map(_run, tasks):
-                print(report_line(session), flush=True)
-                sessions.append(session)
-    else:
-        for task in tasks:
-            session = _run(task)
-            print(report_line(session), flush=True)
-            sessions.append(session)
+    sessions: list[Session] = run_sessions(_run, tasks, report_line, args.jobs)
     total = time.perf_counter() - start
     summary = summarise(sessions)
     print()

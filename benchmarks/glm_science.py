@@ -31,7 +31,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +38,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from threadpoolctl import threadpool_limits
 
+from benchmarks.sessions import run_sessions
 from streamlab.learners.glm import SwitchingGLM, fit_switching_glm_batch, switching_log_likelihood
 from streamlab.sim.switching_families import FAMILIES, N_NEURONS, family
 
@@ -211,17 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     start = time.perf_counter()
-    sessions: list[Session] = []
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            for session in pool.map(_run, tasks):
-                print(report_line(session), flush=True)
-                sessions.append(session)
-    else:
-        for task in tasks:
-            session = _run(task)
-            print(report_line(session), flush=True)
-            sessions.append(session)
+    sessions: list[Session] = run_sessions(_run, tasks, report_line, args.jobs)
     total = time.perf_counter() - start
     summary = summarise(sessions)
     print()

@@ -27,7 +27,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from benchmarks.sessions import run_sessions
 from streamlab.learners.similarity import BioCCA, SimilarityMatching, subspace_error
 from streamlab.sim.subspaces import CCA_FAMILIES, FAMILIES, SubspaceData, batch_cca, batch_pca
 
@@ -219,17 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     start = time.perf_counter()
-    sessions: list[Session] = []
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            for session in pool.map(run, tasks):
-                print(report_line(session), flush=True)
-                sessions.append(session)
-    else:
-        for task in tasks:
-            session = run(task)
-            print(report_line(session), flush=True)
-            sessions.append(session)
+    sessions: list[Session] = run_sessions(run, tasks, report_line, args.jobs)
     total = time.perf_counter() - start
     summary = summarise(sessions)
     print()

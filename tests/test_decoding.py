@@ -27,15 +27,7 @@ from streamlab.scoring import (
 from streamlab.sessions import Session
 from streamlab.store.run_store import RunStore
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: a second one only spin-waits on these small steps, and on a busy
-    2-core machine that made a 6 s replay take minutes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 # -- the baselines against closed forms ----------------------------------------------------------

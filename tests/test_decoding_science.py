@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from streamlab.adapters.linear_track import bin_session, load_linear_track
-from threadpoolctl import threadpool_limits
 
 from streamlab.learners.control import AdaptiveKalmanDecoder
 from streamlab.learners.refh import RecurrentEFH
@@ -26,18 +25,10 @@ from streamlab.scoring import (
 from streamlab.sim.decoding import FAMILIES
 from tests.conftest import SHARED_DATA
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
+
 SEEDS = range(10)
 BINS = 1500  # shorter sessions than the benchmark's 3,000-4,000 bins, to fit the suite
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread (torch and BLAS): small steps only spin-wait on a second one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
 
 
 def _decode_with_control(

@@ -30,6 +30,8 @@ from streamlab.learners.glm import (
 from streamlab.sim.switching import simulate_switching_glm
 from tests.conftest import SHARED_DATA
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
+
 BINS = 20_000  # the training stream; accuracy is scored on its second half
 COMPARE = 10_000  # bins after which the priors are compared
 HELD_OUT = 10_000
@@ -54,15 +56,6 @@ def matching(truth: np.ndarray, decoded: np.ndarray, k: int) -> tuple[float, np.
 
 def off_diagonal(matrix: np.ndarray) -> np.ndarray:
     return matrix[~np.eye(matrix.shape[-1], dtype=bool)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the tensors are tiny, a second thread only adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,25 +14,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from benchmarks.glm_science import evaluate
 from streamlab.learners.glm import SwitchingGLM, _run_to_end, history_basis, sliced_em
 from streamlab.sim.switching_families import FAMILIES, family
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
+
 SEEDS = range(10)
 BINS = 3000
 MAX_NEURONS = 10
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the tensors are tiny, a second thread only adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,8 @@ The full sweep (full-length sessions, NMF and spectral clustering too) is
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
-import torch
-from threadpoolctl import threadpool_limits
 
 from benchmarks.nsm_science import stream_nsm, zebrafish
 from streamlab.sim.assemblies import (
@@ -24,19 +20,11 @@ from streamlab.sim.assemblies import (
 )
 from tests.conftest import SHARED_DATA
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
+
 SEEDS = range(10)
 FRAMES = 1500  # shorter sessions than the benchmark's 3,000-4,000 frames, to fit the suite
 ZEBRAFISH = SHARED_DATA / "zebrafish-tectum" / "zf_20151104-f1.mat"
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread (torch and BLAS): small steps only spin-wait on a second one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

@@ -96,17 +96,6 @@ def spring_experiment(
     return results
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: at these sizes (40 x 255 x 240 products) a second thread only adds
-    contention on a shared 2-core machine (measured with a CI run beside it: 185 s with 2
-    threads, 40 s with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_refh_filters_the_spring_far_better_than_one_frame() -> None:
     """The filtering experiment (see `spring_experiment`): 400k samples of online CD-1 with the

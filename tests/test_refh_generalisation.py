@@ -15,17 +15,10 @@ import torch
 from streamlab.learners.refh import RecurrentEFH
 from streamlab.sim.oscillator import FAMILIES, filter_scores, split
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
+
 SEEDS = range(10)
 SAMPLES = 16_000  # the learner learns online on 12,800 of them (the suite's time budget)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: small steps only spin-wait on a second one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def refh_hidden_means(counts: np.ndarray, learned: int, start: int) -> np.ndarray:

@@ -25,6 +25,8 @@ from streamlab.learners.reservoir import ForceReadout, SpikingReservoir, ThreeFa
 from streamlab.sim.reservoir_tasks import Block, sum_of_sinusoids, what_and_when
 from tests.conftest import SHARED_DATA
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
+
 # the reproductions' own reservoir (raw input, spiking), set explicitly: the defaults now
 # standardise the input and readouts default to rate neurons
 RESERVOIR = {
@@ -38,16 +40,6 @@ RESERVOIR = {
     "tau_syn_max_ms": 500.0,
     "device": "cpu",
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: small sparse products gain nothing from a second thread on a shared
-    2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def normalised_error(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -7,29 +7,18 @@ sweep, with longer sessions and several sample counts, is `benchmarks/subspace_s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from streamlab.learners.similarity import BioCCA, SimilarityMatching, subspace_error
 from streamlab.sim.subspaces import PCA_FAMILIES, batch_cca, batch_pca, two_views
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
+
 SEEDS = range(10)
 PCA_SAMPLES = 3000  # shorter than the benchmark's 20,000, to fit the suite
 CCA_SAMPLES = 6000
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread (torch and BLAS): small steps only spin-wait on a second one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("family", sorted(PCA_FAMILIES))
