@@ -820,6 +820,8 @@ class ProgressPrinter:
             )
             return
         joined = f"; first sample seq {progress.first_seq}" if progress.first_seq else ""
+        if progress.max_behind_s >= 0.5:
+            joined += f"; at most {progress.max_behind_s:.1f} s behind the source"
         print(
             f"done: {progress.samples:,d} samples in {progress.elapsed_s:.1f} s; latency p50 "
             f"{progress.p50_us:.0f} us, p99 {progress.p99_us:.0f} us; gaps {progress.gaps} "

@@ -79,6 +79,8 @@ class Progress:
     first_seq: int | None = None  # the first sample this run took (a late joiner's is > 0)
     stream_ended: bool = False  # the followed stream sent its eos (and nothing since)
     total: int | None = None  # samples the source will send, where known (a replay)
+    behind_s: float = 0.0  # how far behind the source's clock (`LagMeter`), now
+    max_behind_s: float = 0.0  # and at most so far
 
     def line(self, source: str | None = None) -> str:
         """The live progress line; before the first frame, how long it has waited (at
@@ -91,6 +93,8 @@ class Progress:
             f"latency p50 {self.p50_us:7.0f} us p99 {self.p99_us:7.0f} us  "
             f"gaps {self.gaps} ({self.missing:,d} lost)  rejects {self.rejects}"
         )
+        if self.behind_s >= 0.5:  # a live source outpacing the learners (queues filling)
+            text += f"  behind the source {self.behind_s:.1f} s"
         if self.total:
             left = max(self.total - self.samples, 0)
             eta = f"{left / self.samples_per_s:.0f} s" if self.samples_per_s > 0 else "?"
@@ -101,6 +105,29 @@ class Progress:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+class LagMeter:
+    """How far behind its source a run is, in seconds: wall time since the first frame was
+    taken minus the stream time it covered, at each frame taken (0 when the source is not
+    ahead: a replay faster than real time). A learner's one-off work, or a consumer slower
+    than the rig, shows here while queues fill, before anything is dropped."""
+
+    def __init__(self) -> None:
+        self._origin: tuple[int, float] | None = None  # (taken ns, stream t) of the first
+        self.behind_s = 0.0
+        self.max_behind_s = 0.0
+
+    def update(self, taken_ns: int, t: float) -> float:
+        """The lag at a frame taken at `taken_ns` (perf_counter_ns) whose first sample has
+        stream time `t`."""
+        if self._origin is None:
+            self._origin = (taken_ns, t)
+            return 0.0
+        ns0, t0 = self._origin
+        self.behind_s = max((taken_ns - ns0) / 1e9 - (t - t0), 0.0)
+        self.max_behind_s = max(self.max_behind_s, self.behind_s)
+        return self.behind_s
 
 
 class RateMeter:

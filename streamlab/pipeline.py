@@ -20,7 +20,7 @@ import torch
 
 from streamlab.errors import ConfigError
 from streamlab.learners.base import Learner
-from streamlab.metrics import LatencyStats, Progress, RateMeter
+from streamlab.metrics import LagMeter, LatencyStats, Progress, RateMeter
 from streamlab.sinks import Sink, StreamInfo
 from streamlab.store.run_store import Checkpoint
 from streamlab.stream.protocol import Control, Frame, Message
@@ -121,6 +121,7 @@ class Pipeline:
         self._hello: dict[str, dict[str, Any]] = {}
         self._stop = threading.Event()
         self.latency = LatencyStats()
+        self.lag = LagMeter()
         self.progress = Progress()
         self._since_checkpoint = 0
         self._last_frame: Frame | None = None
@@ -248,6 +249,8 @@ class Pipeline:
         return ends
 
     def _process(self, frame: Frame) -> None:
+        self.progress.behind_s = self.lag.update(frame.received_ns, frame.t)
+        self.progress.max_behind_s = self.lag.max_behind_s
         data = frame.data
         x = torch.from_numpy(data.astype(np.float32) if data.dtype != np.float32 else data.copy())
         m = frame.n_samples

@@ -15,6 +15,7 @@ import torch
 
 from streamlab.errors import StoreError
 from streamlab.learners.base import Learner
+from streamlab.metrics import LagMeter
 from streamlab.store.run_store import Checkpoint, RunStore
 from streamlab.store.writer import StoreWriter
 from streamlab.stream.protocol import Frame
@@ -295,6 +296,7 @@ HEALTH_FIELDS = (
     "divergences",  # learners rolled back for a non-finite output
     "last_seq",  # seq of the last input sample processed (-1: none yet)
     "elapsed_s",  # wall seconds since the sink opened
+    "behind_s",  # how far the run is behind its source's clock (`metrics.LagMeter`)
 )
 # latency histogram bins of a health frame: 1 us .. 1 s, 8 bins per decade
 HEALTH_LATENCY_EDGES_US = np.logspace(0, 6, 49)
@@ -395,6 +397,7 @@ class ZmqOutputSink(Sink):
             ("samples", "gaps", "missing", "rejects", "checkpoints", "divergences"), 0
         )
         self._last_seq = -1
+        self._lag = LagMeter()
         now = time.perf_counter_ns()
         self._opened_ns = now
         self._checkpoint_ns: int | None = None
@@ -414,6 +417,7 @@ class ZmqOutputSink(Sink):
         if self._last_seq < 0:  # the first frame: the hellos announce where outputs start
             self._last_seq = frame.seq - 1
             self._send_hellos(time.perf_counter_ns())
+        self._lag.update(frame.received_ns or time.perf_counter_ns(), frame.t)
         for name, topic in self._topics.items():
             data = outputs[name].detach().cpu().numpy()
             self.publisher.send(Frame(topic, data, frame.seq, frame.t, name, frame.rate))
@@ -488,6 +492,7 @@ class ZmqOutputSink(Sink):
             "checkpoint_age_s": checkpoint_age,
             "last_seq": self._last_seq,
             "elapsed_s": (now_ns - self._opened_ns) / 1e9,
+            "behind_s": self._lag.behind_s,
         }
         row = np.empty((1, len(HEALTH_FIELDS) + len(hist)), dtype=np.float64)
         row[0, : len(HEALTH_FIELDS)] = [fields[key] for key in HEALTH_FIELDS]

@@ -63,7 +63,8 @@ def test_health_rows_parse_by_their_hello_and_refuse_a_wrong_length() -> None:
     edges = HEALTH_LATENCY_EDGES_US.tolist()
     row = np.arange(len(fields) + len(edges) - 1, dtype=float)
     health = parse_health(row[None, :], fields, edges)
-    assert health["samples"] == 0.0 and health["elapsed_s"] == len(fields) - 1
+    assert health["samples"] == 0.0 and health["elapsed_s"] == fields.index("elapsed_s")
+    assert health["behind_s"] == fields.index("behind_s")
     np.testing.assert_array_equal(health.hist, row[len(fields) :])
     assert np.isnan(health["no such field"])
     with pytest.raises(ValueError, match="latency bins"):
@@ -112,6 +113,7 @@ def test_the_output_sink_publishes_health_and_input_that_the_live_feed_reads() -
     last = health[-1]
     assert last["samples"] == 60 and last["gaps"] == 1 and last["missing"] == 3
     assert last["rejects"] == 1 and last["last_seq"] == 59
+    assert last["behind_s"] >= 0.0  # metrics.LagMeter's figure (its maths: test_pipeline)
     assert sum(h.hist.sum() for h in health) == 60  # every sample's latency in one histogram
     assert 1.0 <= last["latency_p50_us"] <= 3.0 or np.isnan(last["latency_p50_us"])
     info = updates[-1].info["sm"]

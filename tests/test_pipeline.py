@@ -141,3 +141,17 @@ def test_a_diverging_learner_is_rolled_back_and_the_others_carry_on(tmp_path) ->
     # state, as a learner restarted there would
     later = np.stack([restarted.step(row).numpy() for row in x[1235:]])
     np.testing.assert_array_equal(fragile[1235:], later)
+
+
+def test_lag_meter_is_wall_time_minus_stream_time_and_never_negative() -> None:
+    """Behind = wall seconds since the first frame was taken minus the stream time covered:
+    a consumer keeping pace is 0 behind, one taking 1.5 s for 1 s of stream is 0.5 behind,
+    and a replay faster than real time is 0, not negative."""
+    from streamlab.metrics import LagMeter
+
+    lag = LagMeter()
+    assert lag.update(10_000_000_000, 100.0) == 0.0  # the first frame sets the origin
+    assert lag.update(11_000_000_000, 101.0) == pytest.approx(0.0)
+    assert lag.update(12_500_000_000, 102.0) == pytest.approx(0.5)
+    assert lag.update(12_600_000_000, 110.0) == 0.0  # the source is ahead of real time
+    assert lag.max_behind_s == pytest.approx(0.5)

@@ -267,6 +267,7 @@ class DashboardPage:
                 "latency p50 / p99",
                 f"{last['latency_p50_us']:.0f} / {last['latency_p99_us']:.0f} µs",
             ),
+            ("behind the source", _seconds(last["behind_s"])),
             ("gaps", f"{last['gaps']:,.0f}"),
             ("dropped (missing) samples", f"{last['missing']:,.0f}"),
             ("rejected messages", f"{last['rejects']:,.0f}"),
@@ -325,3 +326,8 @@ def make_document(make_feed: Callable[[], Feed], title: str, **page_options: int
         doc.on_session_destroyed(lambda _context: feed.close())
 
     return build
+
+
+def _seconds(value: float) -> str:
+    """A health figure in seconds, or a dash where the source did not report it."""
+    return "-" if np.isnan(value) else f"{value:.1f} s"
