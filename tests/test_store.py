@@ -119,6 +119,7 @@ def test_xarray_opens_learner_outputs_with_named_dimensions(tmp_path) -> None:
     ds = xr.open_zarr(tmp_path / "run.zarr", group="learners/sm")
     assert ds["output"].dims == ("time", "feature")
     assert ds["seq"].dims == ("time",) and ds.sizes["time"] == 4
+    assert {"t", "seq"} <= set(ds.coords) and set(ds.data_vars) == {"output", "latency_us"}
     np.testing.assert_array_equal(ds["output"].values[2], [6, 7, 8])
     attrs = json.loads((tmp_path / "run.zarr" / "zarr.json").read_text())["attributes"]
     assert (

@@ -10,6 +10,7 @@ and `state_dict` round trips.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -293,11 +294,20 @@ class Learner(base.Transformer, abc.ABC):
 
     # -- river's dict path ----------------------------------------------------------------
     def _dict_to_tensor(self, x: dict[Any, Any]) -> torch.Tensor:
+        """The dict sample as a vector in the learner's feature order; a NaN or infinite
+        value is refused (one would poison every later output, as the pipeline's frames would
+        be refused)."""
         if self._feature_names is None:
             self._feature_names = sorted(x, key=str)
-        return torch.tensor(
-            [float(x.get(name, 0.0)) for name in self._feature_names], dtype=self._torch_dtype
-        )
+        values = [float(x.get(name, 0.0)) for name in self._feature_names]
+        bad = [name for name, value in zip(self._feature_names, values, strict=True)
+               if not math.isfinite(value)]  # fmt: skip
+        if bad:
+            raise InputShapeError(
+                f"{type(self).__name__}: features {bad[:5]} are not finite (NaN or infinite); "
+                "nothing was learned from this sample: drop or impute them first"
+            )
+        return torch.tensor(values, dtype=self._torch_dtype)
 
     def learn_one(self, x: dict[Any, Any]) -> None:
         """river's surface: one step on a dict sample (features fixed, by sorted name, at the

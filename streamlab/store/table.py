@@ -39,10 +39,12 @@ class Table:
         self.group = group
         self.columns = columns
         existing = set(group.array_keys())
+        # t and seq label the rows: xarray reads them as coordinates of `time` (CF convention)
+        coordinates = " ".join(c for c in ("t", "seq") if c in columns)
         for name, column in columns.items():
             if name in existing:
                 continue
-            group.create_array(
+            array = group.create_array(
                 name,
                 shape=(0, *column.trailing),
                 chunks=(column.chunk_rows(), *(max(1, s) for s in column.trailing)),
@@ -50,6 +52,8 @@ class Table:
                 dimension_names=list(column.dims),
                 fill_value="" if column.dtype is str else 0,
             )
+            if coordinates and name not in ("t", "seq") and column.dims[:1] == ("time",):
+                array.attrs["coordinates"] = coordinates
         self._arrays = {name: group[name] for name in columns}
         if "rows" not in group.attrs:
             group.attrs["rows"] = 0
