@@ -218,6 +218,11 @@ def test_store_feed_reads_only_new_committed_rows(tmp_path) -> None:
     assert second.health[0]["gaps"] == 1 and second.health[0]["missing"] == 7
     assert "running" in second.status
     assert "sm" not in feed.poll().learners  # nothing new, nothing sent
+    # a finished store keeps its last latency figures; its rate is no rate, not a stall of 0
+    store.set_status("complete")
+    finished = feed.poll().health[0]
+    assert finished["latency_p50_us"] == pytest.approx(50.0)
+    assert np.isnan(finished["samples_per_s"])
 
 
 def test_dashboard_cli_says_what_it_needs(tmp_path) -> None:

@@ -305,6 +305,9 @@ class StoreFeed:
         self._input_read = 0
         self._gap_read = 0
         self._missing = 0
+        # the latest rows' latencies and time, kept while no new rows come (a finished store
+        # keeps showing its last figures, not NaN)
+        self._recent: tuple[list[np.ndarray], float] = ([], float("nan"))
         self._last_poll = -float("inf")
         self._rows_seen: deque[tuple[float, int]] = deque()
         self._info: dict[str, LearnerInfo] = {}
@@ -393,6 +396,10 @@ class StoreFeed:
     def _health(
         self, store: Any, now: float, samples: int, latencies: list[np.ndarray], last_t: float
     ) -> Health:
+        if latencies:
+            self._recent = (latencies, last_t)
+        else:
+            latencies, last_t = self._recent
         gaps = store.gaps
         if gaps.rows > self._gap_read:
             self._missing += int(gaps.read("n_missing", self._gap_read).sum())
@@ -404,6 +411,8 @@ class StoreFeed:
             self._rows_seen.popleft()
         then, before = self._rows_seen[0]
         rate = (samples - before) / (now - then) if now > then else float("nan")
+        if store.status != "running":
+            rate = float("nan")  # no run is feeding it: a rate of 0 would read as a stall
         edges = np.logspace(0, 6, 49)
         latency = (
             np.max(np.vstack(latencies), axis=0)  # the last learner's: arrival -> all outputs

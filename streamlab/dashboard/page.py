@@ -259,10 +259,10 @@ class DashboardPage:
             "right": edges[1:].tolist(),
             "count": np.asarray(counts, dtype=np.float64).tolist(),
         }
-        age = last["checkpoint_age_s"]
+        age, rate = last["checkpoint_age_s"], last["samples_per_s"]
         rows = [
             ("samples", f"{last['samples']:,.0f}"),
-            ("samples / s", f"{last['samples_per_s']:,.0f}"),
+            ("samples / s", "-" if np.isnan(rate) else f"{rate:,.0f}"),
             (
                 "latency p50 / p99",
                 f"{last['latency_p50_us']:.0f} / {last['latency_p99_us']:.0f} µs",
