@@ -333,10 +333,17 @@ def _outputs_png(name: str, role: str, t: np.ndarray, output: np.ndarray, y: lis
         title = {"decoder": "Decoded variable", "control": "Control signal"}.get(
             role, "Latent trajectories"
         )
+    if role != "posterior":
+        title += _shown(out.shape[1])
     ax.set(xlabel="stream time (s)", title=f"{name}: {title}, last {tt[-1] - tt[0]:.1f} s")
     ax.legend(fontsize=8, loc="upper left", ncol=min(out.shape[1], 6))
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def _shown(n: int) -> str:
+    """What a panel leaves out, said in its title: the first MAX_LINES of `n` lines."""
+    return f" (the first {MAX_LINES} of {n} shown)" if n > MAX_LINES else ""
 
 
 def _states_png(name: str, t: np.ndarray, posterior: np.ndarray) -> bytes:
@@ -376,7 +383,8 @@ def _curve_png(name: str, key: str, t: np.ndarray, values: np.ndarray) -> bytes:
     ax.set(
         xlabel="stream time (s)",
         ylabel=key,
-        title=f"{name}: {key} per sample (faint) and its running mean over {window} samples",
+        title=f"{name}: {key} per sample (faint) and its running mean over {window} samples"
+        + _shown(values.shape[1]),
     )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

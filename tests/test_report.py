@@ -86,3 +86,10 @@ def test_report_renders_in_a_browser(report_dir, browser) -> None:  # noqa: F811
     assert browser.title.startswith("streamlab report")
     pixels = full_page_screenshot(browser, ARTIFACTS / "report.png")
     assert pixels.shape[0] > 2000 and pixels.std() > 10
+
+
+def test_a_panel_says_when_it_leaves_lines_out() -> None:
+    from streamlab.report import MAX_LINES, _shown
+
+    assert _shown(MAX_LINES) == ""
+    assert _shown(MAX_LINES + 2) == f" (the first {MAX_LINES} of {MAX_LINES + 2} shown)"
