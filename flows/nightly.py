@@ -16,6 +16,7 @@ import html
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -119,12 +120,24 @@ def replay_sessions_fan_out(
         for job in jobs
     ]
     results = []
-    for job, future in zip(jobs, futures, strict=True):
+    for index, (job, future) in enumerate(zip(jobs, futures, strict=True), start=1):
         try:
             results.append(future.result())
         except Exception as exc:  # the task's own error, after its retries
             results.append({**job, "error": f"{type(exc).__name__}: {exc}"})
+        say_progress(index, len(jobs), results[-1])
     return results
+
+
+def say_progress(index: int, total: int, result: dict[str, Any]) -> None:
+    """One line on stderr per session as its result comes in (a night of sessions had been
+    silent for minutes)."""
+    name = Path(result["session"]).name
+    if "error" in result:
+        what = f"failed: {result['error']}"
+    else:
+        what = f"{result.get('samples', 0):,d} samples in {result.get('wall_s', 0.0):.1f} s"
+    print(f"nightly: {index}/{total} {name}: {what}", file=sys.stderr, flush=True)
 
 
 def _fan_out_lockstep(
@@ -220,6 +233,11 @@ counts as done only if it was processed unchanged with these learners and reader
             {"session": str(session), "store": str(stores / f"{session.stem}.zarr"), "key": key}
         )
     logger.info("%d new session(s), %d already done", len(jobs), len(skipped))
+    print(
+        f"nightly: {len(jobs)} session(s) to process, {len(skipped)} already done",
+        file=sys.stderr,
+        flush=True,
+    )
     clock = time.perf_counter()
     runner = task_runner(dask_address, max_workers)
     results = (

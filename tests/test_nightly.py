@@ -209,4 +209,6 @@ def test_nightly_cli_runs_once_and_says_what_it_did(tmp_path) -> None:
     first = run_cli(*args, timeout=240, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "2 processed, 0 failed, 0 already done" in first.stdout
+    assert "nightly: 2 session(s) to process" in first.stderr  # progress as it goes
+    assert "nightly: 1/2 mouse1-day" in first.stderr and "600 samples" in first.stderr
     assert (tmp_path / "stores" / "index.html").is_file()
