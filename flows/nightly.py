@@ -32,6 +32,7 @@ from streamlab.errors import ConfigError, SessionError
 from streamlab.learners import parse_spec
 from streamlab.lockstep import group_for_lockstep, lockstep_key
 from streamlab.paths import confined_store
+from streamlab.pipeline import stopped_by_signal
 
 STATE_FILE = "nightly-state.json"
 SUMMARY_PREFIX = "nightly-"
@@ -391,5 +392,7 @@ def serve_nightly(
         except Exception:  # one bad night must not end the schedule
             logging.getLogger("streamlab.schedule").exception("nightly run at %s failed", due)
         runs += 1
+        if stopped_by_signal():  # Ctrl-C or SIGTERM stopped that night's runs: stop here too
+            break
         due = next_run(cron, timezone, max(now(), due))
     return runs
