@@ -208,9 +208,9 @@ def nightly_flow(
     write `nightly-<time>.json`/`.html` and `index.html` in `store_dir`; returns the summary.
     `session_options` are given to every session's reader (e.g. `{"bin_s": 0.05}` for spike
     times, `{"rate": 30}` for Suite2p folders without ops.npy). With `lockstep`, sessions of
-    the same shape run as one batch of learners on `device` (many sessions on one GPU). A session
-counts as done only if it was processed unchanged with these learners and reader options;
-`force` processes every session again."""
+    the same shape run as one batch of learners on `device` (many sessions on one GPU). A
+    session counts as done only if it was processed unchanged with these learners and reader
+    options; `force` processes every session again."""
     learners = list(learners or DEFAULT_LEARNERS)
     for spec in learners:
         parse_spec(spec)  # a ConfigError now, not in every task

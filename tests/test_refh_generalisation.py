@@ -10,29 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from streamlab.learners.refh import RecurrentEFH
+from benchmarks.refh_science import refh_hidden_means
 from streamlab.sim.oscillator import FAMILIES, filter_scores, split
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 SEEDS = range(10)
 SAMPLES = 16_000  # the learner learns online on 12,800 of them (the suite's time budget)
-
-
-def refh_hidden_means(counts: np.ndarray, learned: int, start: int) -> np.ndarray:
-    """Hidden means (T, k) of a default rEFH that learned online on the first `learned`
-    samples, then, frozen, tracked the stream from `start` (zeros before it)."""
-    learner = RecurrentEFH(device="cpu", seed=0)
-    x = torch.from_numpy(counts)
-    for t in range(learned):
-        learner.step(x[t])
-    learner.reset_state()
-    hidden = np.zeros((len(counts), learner.n_components), dtype=np.float32)
-    for t in range(start, len(counts)):
-        hidden[t] = learner.track(x[t]).numpy()
-    return hidden
 
 
 def test_refh_beats_the_static_readout_and_nears_the_kalman_filter_on_every_seed() -> None:
