@@ -32,9 +32,7 @@ Run (from the repository root):
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,7 +43,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from benchmarks.sessions import run_sessions
+from benchmarks.sessions import print_summary, run_sessions
 from streamlab.learners.registry import parse_spec
 from streamlab.scoring import baseline_scores, run_decoder, score, shifted
 from streamlab.sim.decoding import FAMILIES
@@ -284,12 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     sessions: list[Session] = run_sessions(_run, tasks, report_line, args.jobs)
     total = time.perf_counter() - start
     summary = summarise(sessions)
-    print()
-    print(tables(summary))
-    print(
-        f"\n{len(sessions)} sessions in {total:.0f} s on {os.cpu_count()} CPU(s), one thread each"
-    )
-    print(json.dumps({"decoding_science": summary, "seeds": args.seeds, "seconds": total}))
+    print_summary("decoding_science", summary, tables(summary), len(sessions), total, args.seeds)
     return 0
 
 

@@ -27,8 +27,6 @@ Run (from the repository root):
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,7 +36,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from threadpoolctl import threadpool_limits
 
-from benchmarks.sessions import run_sessions
+from benchmarks.sessions import print_summary, run_sessions
 from streamlab.learners.glm import SwitchingGLM, fit_switching_glm_batch, switching_log_likelihood
 from streamlab.sim.switching_families import FAMILIES, N_NEURONS, family
 
@@ -214,12 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     sessions: list[Session] = run_sessions(_run, tasks, report_line, args.jobs)
     total = time.perf_counter() - start
     summary = summarise(sessions)
-    print()
-    print(table(summary))
-    print(
-        f"\n{len(sessions)} sessions in {total:.0f} s on {os.cpu_count()} CPU(s), one thread each"
-    )
-    print(json.dumps({"glm_science": summary, "seeds": args.seeds, "seconds": total}))
+    print_summary("glm_science", summary, table(summary), len(sessions), total, args.seeds)
     return 0
 
 

@@ -3,6 +3,8 @@ all in this one, printing a line per session as it finishes."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -28,3 +30,14 @@ def run_sessions(
         print(report_line(result), flush=True)
         results.append(result)
     return results
+
+
+def print_summary(
+    key: str, summary: Any, text: str, n_sessions: int, seconds: float, seeds: int
+) -> None:
+    """The end of a science benchmark's output: its tables, the time taken, and as the last
+    line the JSON summary `python -m benchmarks` reads (`{key: summary, seeds, seconds}`)."""
+    print()
+    print(text)
+    print(f"\n{n_sessions} sessions in {seconds:.0f} s on {os.cpu_count()} CPU(s), one thread each")
+    print(json.dumps({key: summary, "seeds": seeds, "seconds": seconds}))

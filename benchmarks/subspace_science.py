@@ -23,8 +23,6 @@ Run (from the repository root):
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,7 +32,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from benchmarks.sessions import run_sessions
+from benchmarks.sessions import print_summary, run_sessions
 from streamlab.learners.similarity import BioCCA, SimilarityMatching, subspace_error
 from streamlab.sim.subspaces import CCA_FAMILIES, FAMILIES, SubspaceData, batch_cca, batch_pca
 
@@ -222,12 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     sessions: list[Session] = run_sessions(run, tasks, report_line, args.jobs)
     total = time.perf_counter() - start
     summary = summarise(sessions)
-    print()
-    print(tables(summary))
-    print(
-        f"\n{len(sessions)} sessions in {total:.0f} s on {os.cpu_count()} CPU(s), one thread each"
-    )
-    print(json.dumps({"subspace_science": summary, "seeds": args.seeds, "seconds": total}))
+    print_summary("subspace_science", summary, tables(summary), len(sessions), total, args.seeds)
     return 0
 
 

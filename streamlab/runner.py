@@ -87,6 +87,19 @@ def attach(
     parameters, binding `--publish`), so a failed start leaves nothing that blocks a retry."""
     _check_options(options)
     fresh = _new_learners(options) if not options.resume else None  # their checks run here
+    return _attach(endpoint, options, fresh, seconds, until_eos, on_progress, on_pipeline)
+
+
+def _attach(
+    endpoint: str,
+    options: AttachOptions,
+    fresh: dict[str, Any] | None,
+    seconds: float | None = None,
+    until_eos: bool = True,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_pipeline: Callable[[Pipeline], None] | None = None,
+) -> Progress:
+    """`attach` once its options are checked and a new run's learners built (`fresh`)."""
     with ZmqSource(
         endpoint,
         pattern=options.pattern,
@@ -257,7 +270,7 @@ def replay(
     same path as a live stream and loses nothing."""
     options = dataclasses.replace(options, pattern="pull", topic="", replaying=True)
     _check_options(options)
-    _new_learners(options)  # their parameter checks, before the feeding thread starts
+    fresh = _new_learners(options)  # their parameter checks, before the feeding thread starts
     publisher = Publisher("tcp://127.0.0.1:0", pattern="push", send_timeout=60.0)
     stop = threading.Event()
     failure: list[BaseException] = []
@@ -284,7 +297,7 @@ def replay(
     feeder = threading.Thread(target=feed, name="streamlab-replay", daemon=True)
     feeder.start()
     try:
-        return attach(publisher.endpoint, options, on_progress=with_total)
+        return _attach(publisher.endpoint, options, fresh, on_progress=with_total)
     finally:
         stop.set()
         _join_feeder(feeder, publisher.endpoint)

@@ -29,7 +29,6 @@ from streamlab.learners.local_rules import (
     np_outer,
     outer,
     rls_step_,
-    running_sd,
     solve_or_nan,
 )
 from streamlab.learners.ridge import OnlineRidgeDecoder
@@ -395,8 +394,7 @@ class AdaptiveKalmanDecoder(OnlineRidgeDecoder):
         self._cov = eye.repeat(batch, 1, 1)
         self._previous = self._zeros(batch, k)
         self._has_previous = self._zeros(batch)
-        self._labelled = self._zeros(batch)  # labelled samples, and pairs of them, per stream
-        self._pairs = self._zeros(batch)
+        self._pairs = self._zeros(batch)  # pairs of consecutive labelled samples, per stream
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         return {
@@ -411,13 +409,8 @@ class AdaptiveKalmanDecoder(OnlineRidgeDecoder):
             "cov": self._cov,
             "previous": self._previous,
             "has_previous": self._has_previous,
-            "labelled": self._labelled,
             "pairs": self._pairs,
         }
-
-    def _regression(self, phi: torch.Tensor) -> torch.Tensor:
-        """The regression's decode f(x) in the targets' units."""
-        return bmv(self._W, phi) * running_sd(self._y_m2, self._y_count) + self._y_mean
 
     def _posterior(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The filter step: the prediction z⁻ = μ + A (z - μ), P⁻ = A P Aᵀ + W, corrected by
@@ -450,7 +443,7 @@ class AdaptiveKalmanDecoder(OnlineRidgeDecoder):
         """Decode, then (with a label y) learn, in torch ops with no host-side branching on
         values (capturable as a graph)."""
         phi = self._features(x, learn=True)
-        f = self._regression(phi)
+        f = self._decode(phi)
         mean, cov, prior_mean = self._posterior(f)
         self._mean.copy_(mean)
         self._cov.copy_(cov)
@@ -469,7 +462,6 @@ class AdaptiveKalmanDecoder(OnlineRidgeDecoder):
         lam = float(self.forgetting)
         rls_step_(self._gain, self._gain_P, f - self._prior, target - self._prior, mask, lam)
         self._learn(phi, y)  # the regression, and the labels' running mean and variance
-        self._labelled.add_(mask)
         if self.A is None:
             both = mask * self._has_previous
             before, after = self._previous - self._y_mean, target - self._y_mean
@@ -489,7 +481,7 @@ class AdaptiveKalmanDecoder(OnlineRidgeDecoder):
         return torch.maximum(1.0 / count.clamp(min=1.0), floor)
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
-        return self._posterior(self._regression(self._features(x, learn=False)))[0]
+        return self._posterior(self._decode(self._features(x, learn=False)))[0]
 
     @property
     def observation_model(self) -> tuple[torch.Tensor, torch.Tensor]:

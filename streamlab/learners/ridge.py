@@ -129,12 +129,14 @@ class OnlineRidgeDecoder(TargetLearner):
             )
         self._steps += 1
         phi = self._features(x, learn=True)
-        scale = running_sd(self._y_m2, self._y_count)
-        unit = bmv(self._W, phi)
-        decoded = unit * scale + self._y_mean
+        decoded = self._decode(phi)
         if y is not None:
             self._learn(phi, y)
         return decoded
+
+    def _decode(self, phi: torch.Tensor) -> torch.Tensor:
+        """The regression's decode of features `phi`, in the targets' units."""
+        return bmv(self._W, phi) * running_sd(self._y_m2, self._y_count) + self._y_mean
 
     def _learn(self, phi: torch.Tensor, y: torch.Tensor) -> None:
         """One masked RLS step on the standardised target (rows with a NaN: no step)."""
@@ -146,8 +148,7 @@ class OnlineRidgeDecoder(TargetLearner):
         rls_step_(self._W, self._P, phi, standardised, mask[:, 0], float(self.forgetting))
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
-        phi = self._features(x, learn=False)
-        return bmv(self._W, phi) * running_sd(self._y_m2, self._y_count) + self._y_mean
+        return self._decode(self._features(x, learn=False))
 
     @classmethod
     def _unit_test_params(cls) -> Any:
