@@ -40,6 +40,22 @@ MAX_LINES = 6
 DPI = 100
 
 
+@dataclass(frozen=True)
+class TimeAxis:
+    """What the runs' time axis counts: seconds on the source's clock, or, for a closed-loop
+    plant (whose samples are stamped with their step number), plant steps."""
+
+    label: str = "stream time (s)"
+    unit: str = "s"
+    stretch: float = TRAJECTORY_SECONDS  # the trajectory panels' last stretch, in `unit`
+
+    @classmethod
+    def of(cls, stream: dict[str, Any]) -> TimeAxis:
+        if stream.get("kind") == "plant":
+            return cls("plant step (closed loop)", "steps", 500.0)
+        return cls()
+
+
 @dataclass
 class Section:
     """One block of the page: a heading, a short text and the images drawn for it."""
@@ -76,7 +92,7 @@ def build_sections(path: str) -> list[Section]:
     store = RunStore.open(path)
     attrs = store.attrs
     stream = attrs.get("stream") or {}
-    rate = stream.get("rate")
+    axis = TimeAxis.of(stream)
     names = (stream.get("meta") or {}).get("channels")
     names = [str(c) for c in names] if isinstance(names, list) else None
     config = info["config"]
@@ -98,15 +114,15 @@ def build_sections(path: str) -> list[Section]:
         latencies[name] = columns["latency_us"].astype(np.float64)
         times[name] = columns["t"].astype(np.float64)
         sections.append(
-            _learner_section(name, cls, columns, y, y_index, inputs, rate, calibration_t)
+            _learner_section(name, cls, columns, y, y_index, inputs, axis, calibration_t)
         )
     if config.get("calibrate") is not None:
         sections.append(_scores_section(path))
     if latencies:
-        sections.append(_latency_section(latencies, times))
+        sections.append(_latency_section(latencies, times, axis))
     sections.append(_events_section(store, info))
     if inputs is not None:
-        sections.append(_input_section(*inputs, names))
+        sections.append(_input_section(*inputs, names, axis))
     sections.append(_config_section(info))
     return sections
 
@@ -145,7 +161,7 @@ def _learner_section(
     y: list[str],
     y_index: list[int],
     inputs: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-    rate: float | None,
+    axis: TimeAxis,
     calibration_t: float | None = None,
 ) -> Section:
     output = columns["output"].astype(np.float64)
@@ -153,21 +169,26 @@ def _learner_section(
     role = learner_role(cls, output.shape[1], y)
     section = Section(f"Learner {name} ({cls})")
     notes = [f"{len(t):,d} samples, {output.shape[1]} outputs, role: {role}."]
-    section.images.append((f"{name}-outputs.png", _outputs_png(name, role, t, output, y)))
+    section.images.append((f"{name}-outputs.png", _outputs_png(name, role, t, output, y, axis)))
     if role == "posterior":
-        section.images.append((f"{name}-states.png", _states_png(name, t, output)))
+        section.images.append((f"{name}-states.png", _states_png(name, t, output, axis)))
     standard = {"output", "seq", "t", "latency_us"}
     for key in sorted(set(columns) - standard):
         section.images.append(
-            (f"{name}-{key}.png", _curve_png(name, key, t, columns[key].astype(np.float64)))
+            (f"{name}-{key}.png", _curve_png(name, key, t, columns[key].astype(np.float64), axis))
         )
     truth = _truth(t, columns["seq"], y_index, inputs)
     if role == "decoder" and truth is not None:
-        png, summary = _decoding_png(name, t, output, truth, y, calibration_t)
+        png, summary = _decoding_png(name, t, output, truth, y, axis, calibration_t)
         section.images.append((f"{name}-decoding-error.png", png))
         notes.append(summary)
     elif role == "control" and truth is not None:
-        section.images.append((f"{name}-cost.png", _curve_png(name, y[0], t, truth)))
+        section.images.append((f"{name}-cost.png", _curve_png(name, y[0], t, truth, axis)))
+    elif role == "control" and y:
+        notes.append(
+            f"its cost ({'+'.join(y)}) was not recorded: run with --record-input to draw the "
+            "cost curve."
+        )
     elif y and truth is None:
         notes.append(
             f"its target ({'+'.join(y)}) was not recorded: run with --record-input to compare "
@@ -201,7 +222,9 @@ def _scores_section(path: str) -> Section:
     return section
 
 
-def _latency_section(latencies: dict[str, np.ndarray], times: dict[str, np.ndarray]) -> Section:
+def _latency_section(
+    latencies: dict[str, np.ndarray], times: dict[str, np.ndarray], axis: TimeAxis
+) -> Section:
     fig = Figure(figsize=(12, 3.8), dpi=DPI, layout="constrained")
     hist_ax, time_ax = fig.subplots(1, 2)
     lines = []
@@ -229,9 +252,7 @@ def _latency_section(latencies: dict[str, np.ndarray], times: dict[str, np.ndarr
         title="Latency distribution (dashed: p99)",
     )
     hist_ax.legend(fontsize=8)
-    time_ax.set(
-        yscale="log", xlabel="stream time (s)", ylabel="µs", title="Latency over the run (blocks)"
-    )
+    time_ax.set(yscale="log", xlabel=axis.label, ylabel="µs", title="Latency over the run (blocks)")
     time_ax.legend(fontsize=8, ncol=2)
     for ax in (hist_ax, time_ax):
         ax.grid(alpha=0.3)
@@ -275,7 +296,9 @@ def _events_section(store: RunStore, info: dict[str, Any]) -> Section:
     return section
 
 
-def _input_section(t: np.ndarray, seq: np.ndarray, data: np.ndarray, names: Any) -> Section:
+def _input_section(
+    t: np.ndarray, seq: np.ndarray, data: np.ndarray, names: Any, axis: TimeAxis
+) -> Section:
     bin_s = max((t[-1] - t[0]) / 600, 1e-3) if len(t) > 1 else 1.0
     bt, binned = bin_rows(t, data.astype(np.float64), bin_s)
     fig = Figure(figsize=(12, 3.6), dpi=DPI, layout="constrained")
@@ -291,7 +314,7 @@ def _input_section(t: np.ndarray, seq: np.ndarray, data: np.ndarray, names: Any)
         interpolation="nearest",
     )
     ax.set(
-        xlabel="stream time (s)",
+        xlabel=axis.label,
         ylabel="channel",
         title=f"Input: mean per channel in bins of {bin_s * 1e3:.0f} ms",
     )
@@ -316,10 +339,12 @@ def _config_section(info: dict[str, Any]) -> Section:
 
 
 # -- drawings -----------------------------------------------------------------------------------
-def _outputs_png(name: str, role: str, t: np.ndarray, output: np.ndarray, y: list[str]) -> bytes:
+def _outputs_png(
+    name: str, role: str, t: np.ndarray, output: np.ndarray, y: list[str], axis: TimeAxis
+) -> bytes:
     fig = Figure(figsize=(12, 3.4), dpi=DPI, layout="constrained")
     ax = fig.subplots()
-    last = t >= t[-1] - TRAJECTORY_SECONDS
+    last = t >= t[-1] - axis.stretch
     tt, out = t[last], output[last]
     if role == "posterior":
         ax.stackplot(tt, out.T, labels=[f"state {k}" for k in range(out.shape[1])], alpha=0.9)
@@ -335,7 +360,7 @@ def _outputs_png(name: str, role: str, t: np.ndarray, output: np.ndarray, y: lis
         )
     if role != "posterior":
         title += _shown(out.shape[1])
-    ax.set(xlabel="stream time (s)", title=f"{name}: {title}, last {tt[-1] - tt[0]:.1f} s")
+    ax.set(xlabel=axis.label, title=f"{name}: {title}, last {tt[-1] - tt[0]:.4g} {axis.unit}")
     ax.legend(fontsize=8, loc="upper left", ncol=min(out.shape[1], 6))
     ax.grid(alpha=0.3)
     return _png(fig)
@@ -346,7 +371,7 @@ def _shown(n: int) -> str:
     return f" (the first {MAX_LINES} of {n} shown)" if n > MAX_LINES else ""
 
 
-def _states_png(name: str, t: np.ndarray, posterior: np.ndarray) -> bytes:
+def _states_png(name: str, t: np.ndarray, posterior: np.ndarray, axis: TimeAxis) -> bytes:
     """The state sequence (argmax of the posterior) over the whole run, and each state's
     occupancy."""
     states = np.argmax(posterior, axis=1)
@@ -356,7 +381,7 @@ def _states_png(name: str, t: np.ndarray, posterior: np.ndarray) -> bytes:
     stride = max(len(t) // MAX_POINTS, 1)
     seq_ax.step(t[::stride], states[::stride], where="post", lw=0.8, color="k")
     seq_ax.set(
-        xlabel="stream time (s)",
+        xlabel=axis.label,
         ylabel="state",
         yticks=range(k),
         title=f"{name}: state sequence (argmax of the posterior)",
@@ -369,7 +394,7 @@ def _states_png(name: str, t: np.ndarray, posterior: np.ndarray) -> bytes:
     return _png(fig)
 
 
-def _curve_png(name: str, key: str, t: np.ndarray, values: np.ndarray) -> bytes:
+def _curve_png(name: str, key: str, t: np.ndarray, values: np.ndarray, axis: TimeAxis) -> bytes:
     """A learning curve: a per-sample value and its running mean over ~2% of the run."""
     values = values.reshape(len(values), -1)
     fig = Figure(figsize=(12, 3.0), dpi=DPI, layout="constrained")
@@ -381,7 +406,7 @@ def _curve_png(name: str, key: str, t: np.ndarray, values: np.ndarray) -> bytes:
         ax.plot(t[::stride], values[::stride, i], lw=0.5, alpha=0.3, color=f"C{i}")
         ax.plot(t, _running_mean(values[:, i], window), lw=1.8, color=f"C{i}", label=label)
     ax.set(
-        xlabel="stream time (s)",
+        xlabel=axis.label,
         ylabel=key,
         title=f"{name}: {key} per sample (faint) and its running mean over {window} samples"
         + _shown(values.shape[1]),
@@ -397,6 +422,7 @@ def _decoding_png(
     decoded: np.ndarray,
     truth: np.ndarray,
     y: list[str],
+    axis: TimeAxis,
     calibration_t: float | None = None,
 ) -> tuple[bytes, str]:
     """Decoding error over the run against the running-mean baseline (predicting each target
@@ -412,20 +438,20 @@ def _decoding_png(
     fig = Figure(figsize=(12, 3.6), dpi=DPI, layout="constrained")
     trace_ax, err_ax = fig.subplots(1, 2)
     if calibration_t is not None and t[-1] >= calibration_t:
-        last = (t >= calibration_t) & (t < calibration_t + TRAJECTORY_SECONDS)
+        last = (t >= calibration_t) & (t < calibration_t + axis.stretch)
     else:
-        last = t >= t[-1] - TRAJECTORY_SECONDS
+        last = t >= t[-1] - axis.stretch
     for i in range(min(k, 3)):
         trace_ax.plot(t[last], truth[last, i], color=f"C{i}", lw=2, alpha=0.6, label=f"true {y[i]}")
         trace_ax.plot(t[last], decoded[last, i], color=f"C{i}", lw=1, ls="--", label="decoded")
     part = "decoded part" if calibration_t is not None else "last stretch"
     title = f"{name}: decoded vs true ({part})"
-    trace_ax.set(xlabel="stream time (s)", ylabel="value", title=title)
+    trace_ax.set(xlabel=axis.label, ylabel="value", title=title)
     trace_ax.legend(fontsize=8, ncol=2)
     err_ax.plot(t, err, color="C0", lw=1.5, label=f"{name} RMSE")
     err_ax.plot(t, base, color="0.4", lw=1.5, ls="--", label="baseline: running mean of target")
     err_ax.set(
-        xlabel="stream time (s)",
+        xlabel=axis.label,
         ylabel=f"RMSE over {window} samples",
         title="Decoding error over the run",
     )

@@ -16,6 +16,7 @@ from streamlab.errors import ConfigError
 from streamlab.learners import parse_spec
 from streamlab.learners.control import BioOFC
 from streamlab.pipeline import split_channels
+from streamlab.report import TimeAxis, build_sections
 from streamlab.runner import AttachOptions, attach
 from streamlab.sim.closed_loop import ControlTimeoutError, plant_channels, serve_plant
 from streamlab.sim.plant import double_integrator, learner_episodes
@@ -152,6 +153,7 @@ def test_plant_and_attach_commands_close_the_loop(tmp_path) -> None:
             "--store",
             str(store),
             "--until-eos",
+            "--record-input",
             "--quiet",
             "--device",
             "cpu",
@@ -171,3 +173,7 @@ def test_plant_and_attach_commands_close_the_loop(tmp_path) -> None:
     assert "30 episodes" in plant.stderr and "LQG optimum 5.60" in plant.stderr
     assert attach_run.returncode == 0, attach_err
     assert RunStore.open(store).learner("bio_ofc").rows == 30 * 11
+    # the report draws the recorded cost's curve, on an axis of plant steps (not seconds)
+    assert TimeAxis.of(RunStore.open(store).attrs["stream"]).unit == "steps"
+    section = next(s for s in build_sections(str(store)) if "bio_ofc" in s.title)
+    assert "bio_ofc-cost.png" in [name for name, _ in section.images]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import logging
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -193,6 +194,43 @@ def test_schedule_runs_the_nightly_flow_when_the_cron_fires(prefect_api, tmp_pat
     assert runs == 2 and sum(waits) == pytest.approx(2 * 3600 + 60 + 24 * 3600)
     state = json.loads((tmp_path / "stores" / "nightly-state.json").read_text())
     assert [run["processed"] for run in state["runs"]] == [1, 0]
+
+
+def test_schedule_survives_a_bad_night(prefect_api, tmp_path) -> None:
+    """The first night finds no archive (the disk was not mounted): it is logged and the
+    schedule goes on; the next night, with the archive back, processes the session."""
+    from datetime import UTC, datetime
+
+    from streamlab.flows.nightly import serve_nightly
+
+    archive = tmp_path / "archive"
+    clock = [datetime(2026, 11, 23, 23, 59, tzinfo=UTC)]
+    failures: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: failures.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("streamlab.schedule").addHandler(handler)
+
+    def sleep(seconds: float) -> None:
+        clock[0] = clock[0] + timedelta(seconds=seconds)
+        if failures and not archive.exists():
+            make_archive(archive, n=1)
+
+    parameters = {
+        "archive": str(archive),
+        "store_dir": str(tmp_path / "stores"),
+        "learners": ["sm:n_components=2"],
+    }
+    try:
+        runs = serve_nightly(
+            "0 2 * * *", "UTC", parameters, max_runs=2, now=lambda: clock[0], sleep=sleep
+        )
+    finally:
+        logging.getLogger("streamlab.schedule").removeHandler(handler)
+    assert runs == 2
+    assert failures == ["nightly run at 2026-11-24 02:00:00+00:00 failed"]
+    state = json.loads((tmp_path / "stores" / "nightly-state.json").read_text())
+    assert state["runs"][-1]["processed"] == 1
+    assert RunStore.open(tmp_path / "stores" / "mouse1-day0.zarr").status == "complete"
 
 
 def test_schedule_cli_refuses_a_bad_cron_in_one_line(tmp_path) -> None:
