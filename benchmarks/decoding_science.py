@@ -11,8 +11,10 @@ from the labels), `three_factor` and `force`
 `n_targets=q`) and `online_ridge` (`ridge`: ridge on lagged square-root counts by RLS); and,
 with intermittent feedback (a label every 10 samples after calibration, each decoded before
 it is learned from; forgetting 0.999), `akd+fb` and `online_ridge+fb`. Each is run a second
-time on the counts circularly shifted by half the session against the labels (the shift
-control, whose score must collapse). The baselines come from
+time on the counts circularly shifted against the labels by `scoring.control_shift` (the
+shift, between a quarter and three quarters of the session, at which the labels are least
+self-correlated: half a session of laps can be a whole number of laps): the shift control,
+whose score must collapse. The baselines come from
 `streamlab.scoring.baseline_scores`: the calibration mean, ridge on lagged square-root counts
 (lags and penalty by blocked cross-validation in the calibration part) and the offline Kalman
 decoder. The real recording is the first 900 s of tracking of `../shared/data/hc-linear-track`
@@ -116,7 +118,7 @@ def evaluate(family: str, seed: int, x: np.ndarray, y: np.ndarray, describe: str
         if "non-finite" in row.note:
             session.notes.append(f"{row.name}: {row.note}")
     session.seconds["baselines"] = time.perf_counter() - start
-    control = shifted(x)
+    control = shifted(x, y)
     for name, decoder in DECODERS.items():
         start = time.perf_counter()
         for key, data, out in ((name, x, session.r2), (name, control, session.shift)):
@@ -219,7 +221,7 @@ def tables(summary: dict[str, dict[str, Any]]) -> str:
         lines.append(f"| {family} ({e['seeds']}) | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Shift controls (counts circularly shifted by half the session), R² median / highest;",
+        "Shift controls (counts circularly shifted against the labels), R² median / highest;",
         "seeds on which the decoder beats ridge, and the Kalman decoder:",
         "",
         "| family | "

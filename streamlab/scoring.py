@@ -8,7 +8,8 @@ The baselines, each computed from the same input and labels:
 - `kalman`: the classical Kalman decoder (`KalmanFilter.fit`) fit on the calibration part and
   run over the whole stream;
 and, for each online decoder, its shift control: the same learner run again with the input
-circularly shifted against the labels by half the stream, whose score must collapse.
+circularly shifted against the labels (by the shift between a quarter and three quarters of
+the stream at which the labels are least self-correlated), whose score must collapse.
 """
 
 from __future__ import annotations
@@ -217,9 +218,24 @@ def decode_of(learner: object, returned: torch.Tensor) -> np.ndarray:
     return returned.detach().cpu().numpy()
 
 
-def shifted(x: np.ndarray, shift: int | None = None) -> np.ndarray:
-    """x circularly shifted by `shift` rows (default half its length) against the labels."""
-    return np.roll(x, len(x) // 2 if shift is None else shift, axis=0)
+def control_shift(y: np.ndarray) -> int:
+    """The circular shift, between a quarter and three quarters of the stream, at which the
+    labels are least correlated with themselves (the largest |autocorrelation| over targets is
+    smallest). A shift by about a period of repeated behaviour (laps on a track) keeps spikes
+    and labels related, and a control made with it would credit a decoder for that."""
+    y = _as_2d(np.asarray(y, dtype=np.float64))
+    z = (y - y.mean(0)) / np.where(y.std(0) > 0, y.std(0), 1.0)
+    candidates = np.arange(len(y) // 4, 3 * len(y) // 4 + 1)
+    spectrum = np.fft.rfft(z, n=len(z), axis=0)
+    autocorrelation = np.fft.irfft(spectrum * spectrum.conj(), n=len(z), axis=0) / len(z)
+    worst = np.abs(autocorrelation[candidates]).max(axis=1)
+    return int(candidates[int(np.argmin(worst))])
+
+
+def shifted(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x circularly shifted against the labels `y` by `control_shift(y)` rows: the input of a
+    decoder's shift control, whose score must collapse."""
+    return np.roll(x, control_shift(y), axis=0)
 
 
 # -- a whole table -------------------------------------------------------------------------------
@@ -371,7 +387,7 @@ def score_store(path: str, shift_control: bool = True) -> dict[str, DecodingTabl
         rows = [score(name, y[calibration:], predicted)]
         if shift_control:
             learner = specs[name].build(device="cpu", seed=config.get("seed"))
-            control = run_decoder(learner, shifted(x), y, calibration)
+            control = run_decoder(learner, shifted(x, y), y, calibration)
             rows.append(score(f"{name} (shift control)", y[calibration:], control[calibration:]))
         tables[name] = DecodingTable(
             calibration, len(seq) - calibration, y_names, [*rows, *baselines[key]]

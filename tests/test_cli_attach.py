@@ -183,6 +183,8 @@ def wait_for_checkpoint(store: Path, min_seq: int, timeout: float = 60) -> int:
 
 
 def test_kill_9_then_resume_gives_the_uninterrupted_rows(tmp_path, endpoint) -> None:
+    """SIGKILL mid-run, then the README's resume line: every sample that arrived is there
+    once, as the uninterrupted run would have it, and the input is still recorded."""
     data, _ = LatentPoissonPopulation(n_neurons=16, rate=2000.0, seed=2).sample(8000)
     store = tmp_path / "run.zarr"
     publisher, feeder, resuming = paced_feeder(
@@ -190,7 +192,9 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(tmp_path, endpoint) -> 
     )
     common = attach_args(store, checkpoint_every=200)
     first = subprocess.Popen(
-        streamlab_command("attach", endpoint, "--learner", "sm:n_components=3", *common),
+        streamlab_command(
+            "attach", endpoint, "--learner", "sm:n_components=3", "--record-input", *common
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -232,6 +236,10 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(tmp_path, endpoint) -> 
     # identical to an uninterrupted run over the samples that arrived: state resumed exactly
     np.testing.assert_array_equal(run.learner("sm").read("output"), offline_outputs(data[seq], 3))
     assert run.checkpoint_seqs("sm")[-1] == 7999
+    # the resume line has no --record-input: the run continues with the configuration it was
+    # started with (it had dropped the input after the resume: issue 22, fault 3)
+    assert run.input().rows == len(seq)
+    np.testing.assert_array_equal(run.input().read("data"), data[seq])
 
 
 def test_replay_cli_from_npz_then_from_the_recorded_store(tmp_path) -> None:

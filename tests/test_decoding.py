@@ -18,6 +18,7 @@ from streamlab.runner import AttachOptions, replay
 from streamlab.scoring import (
     RidgeDecoder,
     _RidgePath,
+    control_shift,
     lagged,
     r2_scores,
     root_counts,
@@ -45,6 +46,20 @@ def test_lagged_features_are_causal_shifts() -> None:
     features = lagged(x, 3)
     np.testing.assert_array_equal(features[4], [8, 9, 6, 7, 4, 5])
     np.testing.assert_array_equal(features[0], [0, 1, 0, 1, 0, 1])  # before the start: row 0
+
+
+def test_the_shift_control_avoids_a_shift_by_whole_laps() -> None:
+    """Labels that repeat every P samples over 4P: half the stream is two whole laps (the
+    labels' autocorrelation there is 1, so shifted spikes would still encode them); the
+    control's shift is where the autocorrelation cos(2 pi s / P) is nearest 0."""
+    period = 400
+    t = np.arange(4 * period)
+    y = np.stack([np.sin(2 * np.pi * t / period), np.cos(2 * np.pi * t / period)], 1)
+    shift = control_shift(y)
+    assert period <= shift <= 3 * period
+    assert abs(np.cos(2 * np.pi * shift / period)) < 0.02
+    rng = np.random.default_rng(0)  # labels with no repeats: any shift in the span will do
+    assert len(t) // 4 <= control_shift(rng.normal(size=(len(t), 1))) <= 3 * len(t) // 4
 
 
 def test_ridge_path_equals_scikit_learn_ridge() -> None:

@@ -42,7 +42,7 @@ def _decode_with_control(
     control (x circularly shifted against the labels), both given y for the first
     `calibration` rows and then only every `feedback_every`-th row (each decoded before its
     label is learned from); streams of a batch are independent (tests/test_control.py)."""
-    pair = torch.from_numpy(np.stack([x, shifted(x)], 1).astype(np.float64))
+    pair = torch.from_numpy(np.stack([x, shifted(x, y)], 1).astype(np.float64))
     labels = torch.from_numpy(np.repeat(y[:, None, :], 2, 1).astype(np.float64))
     unlabelled = torch.full_like(labels[0], float("nan"))
     out = np.empty((len(x), 2, y.shape[1]))
@@ -145,7 +145,7 @@ def test_linear_track_figures_for_every_decoder_beside_ridge() -> None:
     for name, make in decoders.items():
         decoded = run_decoder(make(), x, y, calibration)
         r2[name] = score(name, truth, decoded[calibration:]).mean_r2
-        control = run_decoder(make(), shifted(x), y, calibration)
+        control = run_decoder(make(), shifted(x, y), y, calibration)
         assert score(name, truth, control[calibration:]).mean_r2 <= 0.1, name
     for name in ("akd", "online ridge", "three_factor", "force"):
         assert r2[name] >= ridge - 0.02, r2
