@@ -449,8 +449,9 @@ def test_biocca_aligns_hippocampal_counts_with_position_online() -> None:
     Over the second half that online projection correlates with position about as well as a
     linear readout fitted offline (least squares) on the first half, beats 99% of circular
     shifts of position, and beats the best unsupervised PSP component (which tracks variance,
-    not position). Measured: |r| 0.34 online over the second half (0.14, 0.36, 0.36, 0.36, 0.33,
-    0.30 by sixths), 0.39 offline, 0.20 the shift null's 99th percentile, PSP 0.17 and 0.22."""
+    not position). Measured at the defaults (the burn-in's batch CCA at bin 2,000): |r| 0.39
+    online over the second half (0.15, 0.36, 0.35, 0.39, 0.39, 0.37 by sixths), 0.39 offline,
+    0.26 the shift null's 99th percentile, PSP 0.17 and 0.22."""
     counts, position = running_position(load_linear_track(LINEAR_TRACK))
     x = torch.from_numpy(counts.astype(np.float32))
     y = torch.from_numpy(position.astype(np.float32))
@@ -471,11 +472,15 @@ def test_biocca_aligns_hippocampal_counts_with_position_online() -> None:
     readout = np.linalg.lstsq(design[:half], position[:half], rcond=None)[0]
     offline = corr((design[later] @ readout)[:, 0], target)
     found = corr(online[later], target)
-    assert found > 0.7 * offline
+    assert found > 0.9 * offline
     rng = np.random.default_rng(0)
     shifts = rng.integers(len(x) // 10, len(x) - len(x) // 10, 200)
     null = [corr(online[later], np.roll(position[:, 0], s)[later]) for s in shifts]
     assert found > np.percentile(null, 99)
     assert found > max(corr(unsupervised[later, i], target) for i in range(2))
     sixths = [corr(online[q], position[q, 0]) for q in np.array_split(np.arange(len(x)), 6)]
+    print(
+        f"\nBio-CCA on the linear track: |r| {found:.2f} online, {offline:.2f} offline, null "
+        f"p99 {np.percentile(null, 99):.2f}; by sixths {np.round(sixths, 2).tolist()}"
+    )
     assert min(sixths[1:]) > 0.2

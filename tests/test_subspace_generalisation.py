@@ -48,13 +48,11 @@ def test_sm_tracks_batch_pca_on_every_family(family: str) -> None:
 
 
 def test_biocca_against_batch_cca_on_two_views() -> None:
-    """6,000 samples of two views through `biocca` at its defaults (n_components = k, burn-in
-    CCA initialisation over the first 2 (n + q) samples). The issue's target (within 0.1 of
-    batch CCA on every seed) is NOT met: Bio-CCA's gradient steps are slow along the
-    low-variance directions of each view. What is reached is asserted: the mean of the two
-    views' errors is below 1 (chance is 2) on every seed, within 0.25 of batch CCA's at the
-    median and 0.45 on the worst seed (measured 0.21 and 0.38; without the burn-in 0.27 and
-    0.68)."""
+    """6,000 samples of two views through `biocca` at its defaults (n_components = k; burn-in
+    batch CCA of the first 2,000 samples, then steps decaying as eta / (1 + 5e-4 t)): within
+    0.1 of batch CCA's subspace error on every seed, the issue's target (measured: median gap
+    0.02, worst 0.05; with the old burn-in of 2 (n + q) samples and decay 1e-4, 0.21 and 0.38,
+    and without a burn-in 0.27 and 0.68)."""
     gaps, errors = [], []
     for seed in SEEDS:
         data = two_views(seed, n_samples=CCA_SAMPLES)
@@ -72,5 +70,5 @@ def test_biocca_against_batch_cca_on_two_views() -> None:
         gaps.append(online - batch)
         print(f"\ntwo_views seed {seed}: biocca {online:.3f}, batch CCA {batch:.3f}")
     assert max(errors) < 1.0
-    assert np.median(gaps) <= 0.25
-    assert max(gaps) <= 0.45
+    assert np.median(gaps) <= 0.05
+    assert max(gaps) <= 0.1
