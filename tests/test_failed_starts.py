@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ import pytest
 import zmq
 
 from streamlab.sessions import Session, save_session
-from tests.conftest import free_endpoint, run_cli
+from streamlab.stream import Publisher, play
+from tests.conftest import free_endpoint, run_cli, streamlab_command
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +39,52 @@ def test_a_bad_learner_parameter_exits_cleanly_and_makes_no_store(tmp_path: Path
         assert result.returncode == 1, (result.returncode, result.stderr)
         assert "n_components" in result.stderr
         assert not store.exists()
+
+
+def test_an_unknown_y_channel_found_after_the_start_exits_cleanly(tmp_path: Path) -> None:
+    """`akd:y=neuron99` can only be checked against the stream's channel names, after the
+    sockets are open: the run must still close them in order and exit 1 with the names it
+    has (it had printed them and then aborted in ZeroMQ, rc 134, on 4 of 6 runs)."""
+    data = np.random.default_rng(0).poisson(1.0, size=(400, 6)).astype(np.float32)
+    names = [f"neuron{i}" for i in range(6)]
+    for attempt in range(3):
+        endpoint = free_endpoint()
+        # not paced: once the run connects, every frame goes into the socket's queue at once
+        publisher = Publisher(endpoint, pattern="push", send_timeout=60.0)
+        stop = threading.Event()
+        rig = threading.Thread(
+            target=play,
+            args=(publisher, "rig/spikes", [data]),
+            kwargs={"rate": 200.0, "realtime": False, "meta": {"channels": names}, "stop": stop},
+            daemon=True,
+        )
+        run = subprocess.Popen(
+            streamlab_command(
+                "attach",
+                endpoint,
+                "--pull",
+                "--learner",
+                "akd:y=neuron99",
+                "--store",
+                str(tmp_path / f"run{attempt}.zarr"),
+                "--until-eos",
+                "--quiet",
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        rig.start()
+        try:
+            _, err = run.communicate(timeout=60)
+        finally:
+            run.kill()
+            stop.set()
+            rig.join(timeout=60)
+            publisher.close(linger=0)
+        assert run.returncode == 1, (run.returncode, err)
+        assert "neuron99" in err and "neuron5" in err, err
+        assert "Assertion failed" not in err and "Traceback" not in err, err
 
 
 def test_a_busy_publish_port_makes_no_store(tmp_path: Path) -> None:
