@@ -47,7 +47,7 @@ def test_an_unknown_y_channel_found_after_the_start_exits_cleanly(tmp_path: Path
     has (it had printed them and then aborted in ZeroMQ, rc 134, on 4 of 6 runs)."""
     data = np.random.default_rng(0).poisson(1.0, size=(400, 6)).astype(np.float32)
     names = [f"neuron{i}" for i in range(6)]
-    for attempt in range(3):
+    for attempt in range(2):  # the abort was intermittent: twice
         endpoint = free_endpoint()
         # not paced: once the run connects, every frame goes into the socket's queue at once
         publisher = Publisher(endpoint, pattern="push", send_timeout=60.0)
