@@ -78,11 +78,13 @@ def prefect_api():
         yield
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_thread() -> Iterator[None]:
-    """One intra-op thread, torch's and BLAS's, for a module whose learners take small steps:
-    a second thread only spin-waits on them, and on a busy 2-core machine that made a 6 s
-    replay take minutes (and the spring test 185 s instead of 40)."""
+    """One intra-op thread, torch's and BLAS's, for the whole suite: its learners take small
+    steps and a second thread only spin-waits on them; on a busy 2-core machine that made a
+    6 s replay take minutes, the spring test 185 s instead of 40, and the adaptive decoder's
+    10,000 steps in test_control 158 s instead of 6. (Commands run as subprocesses keep
+    their own defaults.)"""
     from threadpoolctl import threadpool_limits
 
     threads = torch.get_num_threads()

@@ -28,8 +28,6 @@ from streamlab.scoring import (
 from streamlab.sessions import Session
 from streamlab.store.run_store import RunStore
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
-
 
 # -- the baselines against closed forms ----------------------------------------------------------
 def test_r2_matches_scikit_learn_per_target() -> None:

@@ -25,8 +25,6 @@ from streamlab.scoring import (
 from streamlab.sim.decoding import FAMILIES
 from tests.conftest import SHARED_DATA
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
-
 SEEDS = range(10)
 BINS = 1500  # shorter sessions than the benchmark's 3,000-4,000 bins, to fit the suite
 

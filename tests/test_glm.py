@@ -30,8 +30,6 @@ from streamlab.learners.glm import (
 from streamlab.sim.switching import simulate_switching_glm
 from tests.conftest import SHARED_DATA
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
-
 BINS = 20_000  # the training stream; accuracy is scored on its second half
 COMPARE = 10_000  # bins after which the priors are compared
 HELD_OUT = 10_000

@@ -19,8 +19,6 @@ from benchmarks.glm_science import evaluate
 from streamlab.learners.glm import SwitchingGLM, _run_to_end, history_basis, sliced_em
 from streamlab.sim.switching_families import FAMILIES, family
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
-
 SEEDS = range(10)
 BINS = 3000
 MAX_NEURONS = 10

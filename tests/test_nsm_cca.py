@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -22,15 +20,6 @@ from streamlab.learners.similarity import (
 from tests.conftest import SHARED_DATA
 
 ZEBRAFISH = SHARED_DATA / "zebrafish-tectum" / "zf_20151104-f1.mat"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """These learners step tiny tensors; intra-op threads only add overhead (5x on 2 cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def nsm(**params) -> NonnegativeSimilarityMatching:

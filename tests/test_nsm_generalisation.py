@@ -20,8 +20,6 @@ from streamlab.sim.assemblies import (
 )
 from tests.conftest import SHARED_DATA
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
-
 SEEDS = range(10)
 FRAMES = 1500  # shorter sessions than the benchmark's 3,000-4,000 frames, to fit the suite
 ZEBRAFISH = SHARED_DATA / "zebrafish-tectum" / "zf_20151104-f1.mat"

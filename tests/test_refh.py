@@ -96,7 +96,6 @@ def spring_experiment(
     return results
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_refh_filters_the_spring_far_better_than_one_frame() -> None:
     """The filtering experiment (see `spring_experiment`): 400k samples of online CD-1 with the
     reference's annealing (the reference trains on 2M).
@@ -325,7 +324,6 @@ LINEAR_TRACK = SHARED_DATA / "hc-linear-track"
 
 
 @pytest.mark.skipif(not LINEAR_TRACK.is_dir(), reason=f"{LINEAR_TRACK} is absent")
-@pytest.mark.usefixtures("one_thread")
 def test_refh_hidden_means_carry_position_on_the_linear_track() -> None:
     """15 minutes of running, 31 units in 250 ms bins; position along the track (first principal
     axis of the tracked x, y), standardised. The rEFH (100 hidden units) learns without labels

@@ -9,12 +9,9 @@ on the centre of mass. The long sweep (four families, longer sessions) is
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from benchmarks.refh_science import refh_hidden_means
 from streamlab.sim.oscillator import FAMILIES, filter_scores, split
-
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 SEEDS = range(10)
 SAMPLES = 16_000  # the learner learns online on 12,800 of them (the suite's time budget)

@@ -25,8 +25,6 @@ from streamlab.learners.reservoir import ForceReadout, SpikingReservoir, ThreeFa
 from streamlab.sim.reservoir_tasks import Block, sum_of_sinusoids, what_and_when
 from tests.conftest import SHARED_DATA
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
-
 # the reproductions' own reservoir (raw input, spiking), set explicitly: the defaults now
 # standardise the input and readouts default to rate neurons
 RESERVOIR = {

@@ -14,8 +14,6 @@ import torch
 from streamlab.learners.similarity import BioCCA, SimilarityMatching, subspace_error
 from streamlab.sim.subspaces import PCA_FAMILIES, batch_cca, batch_pca, two_views
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
-
 SEEDS = range(10)
 PCA_SAMPLES = 3000  # shorter than the benchmark's 20,000, to fit the suite
 CCA_SAMPLES = 6000
