@@ -205,13 +205,13 @@ def test_states_line_up_with_running_and_resting_on_the_linear_track() -> None:
     the tracked position within 25 px of its freeze point (50% of bins). The switching GLM
     (K = 2 and 3, coupling with the one-hot prior) and the Poisson HMM without coupling, online
     after a 300-bin burn-in (which sees running only); alignment is the balanced accuracy of
-    run-vs-rest read off the filtered argmax state. Measured, (K, coupling): (2, True) 0.55,
-    (2, False) 0.60, (3, True) 0.63, (3, False) 0.72 (with the sliced, data-seeded burn-in fit;
-    0.61, 0.53, 0.62, 0.71 before it); post-burn-in predictive LL per bin about -28 without
-    coupling but -57 to -88 with it: in 1 s bins these units burst (up to 37
-    spikes a bin) and the exponential history coupling learned while running overshoots on
-    the bursts of rest. So here the uncoupled HMM lines up better; the coupled model is not
-    the right tool at this bin width, and the test pins only what holds. The README shows
+    run-vs-rest read off the filtered argmax state. Measured, (K, coupling): (2, True) 0.61,
+    (2, False) 0.60, (3, True) 0.61, (3, False) 0.72 (with the burn-in fit's coupling ridge of
+    100; 0.55, 0.60, 0.63, 0.72 at ridge 1; 0.61, 0.53, 0.62, 0.71 before the sliced,
+    data-seeded fit); post-burn-in predictive LL per bin about -28 without coupling and -28 to
+    -31 with it (-57 to -88 at ridge 1: in 1 s bins these units burst, up to 37 spikes a bin,
+    and coupling fitted freely while running overshot on the bursts of rest). The uncoupled
+    HMM still lines up better here, and the test pins only what holds. The README shows
     (3, False): a threshold on the population count, even the best one, reaches only 0.55."""
     session = load_linear_track(LINEAR_TRACK)
     counts, xy, _ = bin_session(session, 1.0)

@@ -65,7 +65,14 @@ BASES = ("exponential", "raised_cosine")
 SCHEDULES = ("power", "constant")
 _HYPER_EVERY = 10  # bins between re-estimates of the priors' hyperparameters
 _MAX_STEP = 0.1  # per-bin cap on a weight's change, a trust region for rare spikes
-_WARM_RIDGE = 1.0  # ridge on the coupling in the burn-in fit: short buffers overfit without it
+# ridge on the coupling in the burn-in fit (a N(0, 0.1^2) prior per weight, and the same 100
+# damps its Newton steps; the online phase then learns the coupling without it): fitted freely
+# from 2,000 bins, K states' coupling (K n^2 weights) fits noise and the states follow it.
+# Measured (benchmarks/glm_science.py, median sglm - batch EM, seeds 0-9 / held-out 10-19), 1
+# -> 100: slow_kernel -0.107 / -0.068 -> -0.019 / +0.024; prev_bin_coupling -0.042 / -0.045 ->
+# -0.030 / +0.098; rate_states -0.001 / -0.041 -> -0.002 / -0.005 (its worst seed 0.634 / 0.596
+# -> 0.586 / 0.496, still above 1/K + 0.2); 30 left prev_bin_coupling at -0.069
+_WARM_RIDGE = 100.0
 _RIDGE = 1e-2  # added to the feature moment whenever it is inverted exactly
 _MIN_RATE = 1e-3  # floor of ā, the curvature's rate factor (counts per bin)
 _MIN_VAR = 1e-2  # floor of the priors' variances (weights' spread >= 0.1)
@@ -1209,7 +1216,12 @@ def _kronecker_m_step(
     grad[..., :n_hist] -= ridge * W[..., :n_hist]
     lam, V = np.linalg.eigh(acc.moments)  # (K, D), (K, D, D)
     proj = np.einsum("kde,knd->kne", V, grad)
-    proj /= abar[..., None] * np.maximum(lam, 0.0)[:, None, :] + ridge
+    # the ridge also damps the step in every eigen-direction, biases included (measured: that
+    # damping is part of the gain at _WARM_RIDGE = 100; the ridge moved inside the Kronecker
+    # factor, undamped biases, left slow_kernel at 0.641 median, not 0.822); with no coupling
+    # there is nothing to penalise and the unit damping is kept
+    damping = ridge if n_hist else min(ridge, 1.0)
+    proj /= abar[..., None] * np.maximum(lam, 0.0)[:, None, :] + damping
     W = W + np.clip(np.einsum("kde,kne->knd", V, proj), -1.0, 1.0)
     two = acc.two + 1e-8
     A = two / two.sum(1, keepdims=True)
@@ -1246,7 +1258,7 @@ def sliced_em(
     restarts: int,
     seed: int,
     chunk: int,
-    ridge: float = 1.0,
+    ridge: float = _WARM_RIDGE,
     max_log_rate: float = 8.0,
 ):
     """Generator: the burn-in fit in bounded units of work (each a chunk of `chunk` bins of an
