@@ -184,15 +184,14 @@ def _learner_section(
         notes.append(summary)
     elif role == "control" and truth is not None:
         section.images.append((f"{name}-cost.png", _curve_png(name, y[0], t, truth, axis)))
-    elif role == "control" and y:
-        notes.append(
-            f"its cost ({'+'.join(y)}) was not recorded: run with --record-input to draw the "
-            "cost curve."
-        )
     elif y and truth is None:
+        what, why = (
+            ("cost", "draw the cost curve")
+            if role == "control"
+            else ("target", "compare decoded with true")
+        )
         notes.append(
-            f"its target ({'+'.join(y)}) was not recorded: run with --record-input to compare "
-            "decoded with true."
+            f"its {what} ({'+'.join(y)}) was not recorded: run with --record-input to {why}."
         )
     section.text = "<p>" + " ".join(html.escape(n) for n in notes) + "</p>"
     return section

@@ -836,8 +836,8 @@ class BioCCA(TargetLearner):
         if k > n_features:
             raise ConfigError(f"n_components={k} exceeds the {n_features} channels of x")
         self._n_init = 0
-        self._moments: torch.Tensor | None = None  # burn-in: sums of [x, y] [x, y]^T
-        self._sums: torch.Tensor | None = None  # and of [x, y]
+        # burn-in: summed x x^T, x y^T and y y^T, as the blocks of one (n + q)^2 matrix
+        self._moments: torch.Tensor | None = None
         self._Wx = self._randn(batch, k, n_features) / n_features**0.5
         self._M = torch.eye(k, dtype=self._torch_dtype, device=self._device).repeat(batch, 1, 1)
         self._Minv = self._M.clone()
@@ -862,19 +862,18 @@ class BioCCA(TargetLearner):
         m = max(2000, 10 * (n + q)) if self.init_samples is None else int(self.init_samples)
         self._n_init = m
         self._moments = self._zeros(batch, n + q, n + q)
-        self._sums = self._zeros(batch, n + q)
         self._numpy_views = None  # the second view's tensors are new
 
     def _initialize_from_buffer(self) -> None:
         """End of the burn-in: Wx, Wy and M set to the network's fixed point for a ridge-
         regularised batch CCA of the burn-in's samples (their covariances from the summed
-        moments, centred with their mean). A stream whose view has no variance keeps its
-        weights."""
-        assert self._moments is not None and self._sums is not None and self._Wy is not None
+        moments, centred with the running means, which by now are those samples' means). A
+        stream whose view has no variance keeps its weights."""
+        assert self._moments is not None and self._mean_y is not None and self._Wy is not None
         m, n = self._n_init, self._Wx.shape[2]
         cov = self._moments / m
         if self.center:
-            mean = self._sums / m
+            mean = torch.cat([self._mean_x, self._mean_y], dim=1)
             cov = cov - mean.unsqueeze(2) * mean.unsqueeze(1)
         cxx, cyy, cxy = cov[:, :n, :n], cov[:, n:, n:], cov[:, :n, n:]
         wx, okx = _ridge_inverse_sqrt(cxx)
@@ -914,10 +913,11 @@ class BioCCA(TargetLearner):
         self._learned += 1
         t = self._learned
         if t <= self._n_init:
-            assert self._moments is not None and self._sums is not None
-            both = torch.cat([x, y], dim=1)
-            self._moments.baddbmm_(both.unsqueeze(2), both.unsqueeze(1))
-            self._sums.add_(both)
+            assert self._moments is not None
+            n = x.shape[1]  # in place, block by block (y x^T, never read, stays 0)
+            self._moments[:, :n, :n].baddbmm_(x.unsqueeze(2), x.unsqueeze(1))
+            self._moments[:, :n, n:].baddbmm_(x.unsqueeze(2), y.unsqueeze(1))
+            self._moments[:, n:, n:].baddbmm_(y.unsqueeze(2), y.unsqueeze(1))
         z = self._learn_step(x, y, t)
         if t == self._n_init:
             self._initialize_from_buffer()
@@ -992,8 +992,8 @@ class BioCCA(TargetLearner):
         tensors = {"Wx": self._Wx, "M": self._M, "Minv": self._Minv, "mean_x": self._mean_x}
         if self._Wy is not None and self._mean_y is not None:
             tensors.update(Wy=self._Wy, mean_y=self._mean_y)
-        if self._moments is not None and self._sums is not None:
-            tensors.update(moments=self._moments, sums=self._sums)
+        if self._moments is not None:
+            tensors.update(moments=self._moments)
         return tensors
 
     def _state_scalars(self) -> dict[str, StateValue]:
