@@ -15,20 +15,20 @@ from streamlab.learners.similarity import BioCCA, SimilarityMatching, subspace_e
 from streamlab.sim.subspaces import PCA_FAMILIES, batch_cca, batch_pca, two_views
 
 SEEDS = range(10)
-PCA_SAMPLES = 3000  # shorter than the benchmark's 20,000, to fit the suite
+PCA_SAMPLES = 6000  # shorter than the benchmark's 20,000, to fit the suite
 CCA_SAMPLES = 6000
 
 
 @pytest.mark.parametrize("family", sorted(PCA_FAMILIES))
 def test_sm_tracks_batch_pca_on_every_family(family: str) -> None:
-    """3,000 samples streamed once through `sm` at its defaults (n_components = k, burn-in
-    PCA initialisation over the first 2n samples): its subspace error is within 0.05 of batch
-    PCA's on the same samples at the median, and within 0.3 on the worst seed. The issue's
-    target, within 0.1 on every seed, is NOT met at 3,000 samples: `sm` is slower on low
-    signal-to-noise or many weak components (measured worst gaps at 3,000: gaussian 0.26,
-    counts 0.25, calcium 0.14, scaled 0.13; medians 0.01-0.03). In the benchmark's 20,000-sample
-    sessions every seed is within 0.1 except one counts seed (k = 7 in 49 channels, 0.14) and
-    one scaled seed whose k-th population eigenvalue is nearly tied (0.14). On `counts` and
+    """6,000 samples streamed once through `sm` at its defaults (n_components = k, burn-in
+    batch PCA of the first 2,000 samples, summed as co-moments): its subspace error is within
+    0.03 of batch PCA's on the same samples at the median and within 0.15 on every seed
+    (measured worst gaps at 6,000: gaussian 0.02, calcium 0.02, scaled 0.11, counts 0.13). The
+    issue's target, within 0.1 on every seed, holds in the benchmark's 20,000-sample sessions
+    (all 40 seeds; worst gap 0.05) but not at 6,000 on two seeds, where batch PCA keeps
+    resolving small eigengaps after the burn-in and the network follows them slowly. With the
+    old burn-in of 2 n samples two seeds stayed 0.14 behind even at 20,000. On `counts` and
     `scaled` both errors are far from 0: PCA's own bias under heteroscedastic noise (the
     family's `pca_floor`), not the learner's."""
     gaps = []
@@ -41,8 +41,8 @@ def test_sm_tracks_batch_pca_on_every_family(family: str) -> None:
         batch = subspace_error(batch_pca(data.x, data.k).T, data.basis)
         gaps.append(online - batch)
         print(f"\n{family} seed {seed}: sm {online:.3f}, batch PCA {batch:.3f} ({data.summary()})")
-    assert np.median(gaps) <= 0.05
-    assert max(gaps) <= 0.3
+    assert np.median(gaps) <= 0.03
+    assert max(gaps) <= 0.15
 
 
 def test_biocca_against_batch_cca_on_two_views() -> None:
