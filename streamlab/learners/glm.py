@@ -847,7 +847,7 @@ class SwitchingGLMParams:
     initial: np.ndarray
     basis: np.ndarray
     n_inputs: int = 0
-    max_log_rate: float = 8.0
+    max_log_rate: float | np.ndarray = 8.0  # a scalar, or per neuron (n,)
 
 
 def glm_features(counts: np.ndarray, basis: np.ndarray, n_inputs: int = 0) -> np.ndarray:

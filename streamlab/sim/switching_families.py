@@ -173,12 +173,17 @@ def _pack(
     kernel: np.ndarray,
     A: np.ndarray,
     params: dict[str, Any],
+    cap: np.ndarray | float = 8.0,
 ) -> SwitchingData:
     """The counts, states and the true model as `SwitchingGLMParams` (features: the true
-    kernel over each neuron's past counts, then 1)."""
+    kernel over each neuron's past counts, then 1; the simulation's per-neuron cap on the
+    log-rate as its `max_log_rate`, without which the true model's likelihood of a bin whose
+    coupling saturated is far off and its filter loses the states)."""
     weights = np.concatenate([coupling, bias[..., None]], axis=2)  # (K, n, n + 1)
     occupancy = np.linalg.matrix_power(A.T, 4096)[:, 0]
-    truth = SwitchingGLMParams(weights, A, occupancy / occupancy.sum(), kernel[None, :], 0)
+    truth = SwitchingGLMParams(
+        weights, A, occupancy / occupancy.sum(), kernel[None, :], 0, max_log_rate=cap
+    )
     return SwitchingData(counts.astype(np.float32), states, truth, family, params)
 
 
@@ -211,7 +216,7 @@ def prev_bin_coupling(
     counts = _simulate(rng, states, bias, coupling, kernel, dispersion, cap)
     params = {**common, "dwell": dwell, "coupling_scale": scale, "n_overdispersed": 0}
     params["connectome"] = sign
-    return _pack("prev_bin_coupling", counts, states, bias, coupling, kernel, A, params)
+    return _pack("prev_bin_coupling", counts, states, bias, coupling, kernel, A, params, cap)
 
 
 def slow_kernel(seed: int, n_bins: int = N_BINS, max_neurons: int = N_NEURONS[1]) -> SwitchingData:
@@ -250,7 +255,7 @@ def slow_kernel(seed: int, n_bins: int = N_BINS, max_neurons: int = N_NEURONS[1]
         "n_overdispersed": int(np.isfinite(dispersion).sum()),
         "connectome": sign,
     }
-    return _pack("slow_kernel", counts, states, bias, coupling, kernel, A, params)
+    return _pack("slow_kernel", counts, states, bias, coupling, kernel, A, params, cap)
 
 
 def rate_states(seed: int, n_bins: int = N_BINS, max_neurons: int = N_NEURONS[1]) -> SwitchingData:
