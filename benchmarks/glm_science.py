@@ -2,8 +2,10 @@
 simulated recordings (`streamlab.sim.switching_families`), beside batch EM of the same model on
 the same stream and the true model's own filter, and the burn-in fit's cost per live step.
 
-For each family (`prev_bin_coupling`, `slow_kernel`, `rate_states`) and seed, `SwitchingGLM`
-runs online at its defaults (only `n_states` set to the true K) over the whole session. Scored,
+For each family (`prev_bin_coupling`, `slow_kernel`, `rate_states`), session length (4,500
+bins, where only the burn-in fit has acted, and 12,000, where its refits on 4,000 and 8,000
+bins have too) and seed, `SwitchingGLM` runs online at its defaults (only `n_states` set to
+the true K) over the whole session. Scored,
 on the session's last third (or from the end of the sliced burn-in fit if later; the same bins
 for every method), the filtered argmax state
 against the truth after the best permutation of labels:
@@ -21,7 +23,8 @@ method (median / worst seed), and as the last line a one-line JSON summary.
 
 Run (from the repository root):
 
-    python -m benchmarks.glm_science [--seeds 10] [--bins 4500] [--families ...] [--jobs 1]
+    python -m benchmarks.glm_science [--seeds 10] [--bins 4500,12000] [--families ...]
+        [--jobs 1]
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Session:
     seed: int
     describe: str
     n_states: int
+    bins: int = 0
     fit_end: int = 0
     accuracy: dict[str, float] = field(default_factory=dict)
     step_ms: dict[str, float] = field(default_factory=dict)
@@ -89,7 +93,7 @@ def evaluate(name: str, seed: int, n_bins: int, max_neurons: int = N_NEURONS[1])
     threadpool_limits(1)
     data = family(name, seed, n_bins, max_neurons)
     k = data.n_states
-    session = Session(name, seed, data.summary(), k)
+    session = Session(name, seed, data.summary(), k, n_bins)
     start = time.perf_counter()
     model = SwitchingGLM(n_states=k, check_counts=False, device="cpu", seed=seed)
     posterior, seconds, fit_end = run_online(model, data.counts)
@@ -137,8 +141,10 @@ def summarise(sessions: list[Session]) -> dict[str, dict]:
     """Per family: median and worst seed per method, sglm minus batch EM, collapse margin
     (worst of accuracy - 1/K - 0.2) and the step-time ratios."""
     out: dict[str, dict] = {}
-    for name in dict.fromkeys(s.family for s in sessions):
-        rows = [s for s in sessions if s.family == name]
+    lengths = {s.bins for s in sessions}
+    for family, bins in dict.fromkeys((s.family, s.bins) for s in sessions):
+        rows = [s for s in sessions if s.family == family and s.bins == bins]
+        name = family if len(lengths) == 1 else f"{family}, {bins:,d} bins"
         entry: dict = {"seeds": len(rows)}
         for m in METHODS:
             values = [s.accuracy[m] for s in rows]
@@ -194,7 +200,12 @@ def _run(task: tuple[str, int, int]) -> Session:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10, help="seeds per family (default 10)")
-    parser.add_argument("--bins", type=int, default=4500, help="bins per session (default 4500)")
+    parser.add_argument(
+        "--bins",
+        default="4500,12000",
+        help="bins per session, comma-separated lengths (default 4500,12000: the refits act "
+        "in the longer sessions)",
+    )
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated")
     parser.add_argument("--jobs", type=int, default=1, help="sessions in parallel (default 1)")
     args = parser.parse_args(argv)
@@ -202,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(names) - set(FAMILIES)
     if unknown:
         parser.error(f"unknown families {sorted(unknown)}; choose from {list(FAMILIES)}")
-    tasks = [(name, seed, args.bins) for name in names for seed in range(args.seeds)]
+    lengths = [int(b) for b in str(args.bins).split(",") if b]
+    tasks = [(name, seed, b) for b in lengths for name in names for seed in range(args.seeds)]
     print(
         f"{args.seeds} seed(s) per family, {args.bins} bins each; sglm at its defaults "
         f"(n_states = true K); batch EM {BATCH_ITER} iterations, {BATCH_RESTARTS} starts",

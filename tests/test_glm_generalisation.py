@@ -11,11 +11,14 @@ neurons) so the file stays within the suite's time; the scoring is the benchmark
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import linear_sum_assignment
 
-from benchmarks.glm_science import evaluate
+from benchmarks.glm_science import evaluate, run_online, state_accuracy
 from streamlab.learners.glm import SwitchingGLM, _run_to_end, history_basis, sliced_em
 from streamlab.sim.switching_families import FAMILIES, family
 
@@ -75,7 +78,7 @@ def test_burn_in_fit_runs_in_bounded_slices_and_matches_the_fit_in_one_go() -> N
     assert model._fit_units == 0
     chunk = model._fit_chunk()
     assert chunk < burn_in  # a unit sees a bounded part of the buffer, not all of it
-    buffered = model._burn[0].double().numpy().copy()
+    buffered = model._burn[0, :burn_in].double().numpy().copy()
     start_W = model._W[0].double().numpy().copy()
     start_W[..., -1] = np.log(buffered.mean(0) + 1e-2)[None, :] + (
         start_W[..., -1] - start_W[..., -1].mean(0, keepdims=True)
@@ -118,3 +121,86 @@ LIMITS = {
     "rate_states": (-0.05, 9),
     "slow_kernel": (-0.05, 8),
 }
+
+
+def test_refits_run_in_slices_keep_their_labels_and_resume_from_a_checkpoint() -> None:
+    """With burn_in 400 the model is refitted on the first 800 and then 1,600 bins, each refit
+    one bounded unit per bin while the model goes on learning and filtering; a state keeps its
+    meaning across each refit (over the next 400 bins, the refitted model's filtered states,
+    label for label, are those of the model as it was just before the refit loaded, and no
+    other labelling agrees better); and a checkpoint taken in the middle of a refit, loaded
+    into a fresh learner or unpickled, steps on exactly as the original."""
+    burn_in = 400
+    data = family("rate_states", 2, 2600, MAX_NEURONS)  # K = 4, states the model separates
+    k = data.n_states
+    model = SwitchingGLM(n_states=k, burn_in=burn_in, check_counts=False, seed=0)
+    x = torch.from_numpy(data.counts)
+    refit_bins: list[int] = []
+    restored, agreements = None, []
+    for t in range(len(x)):
+        before = pickle.dumps(model) if getattr(model, "_refit_units", -1) >= 0 else None
+        done = getattr(model, "_refits_done", 0)
+        model.step(x[t])
+        if model._refit_units >= 0:
+            refit_bins.append(t)
+            if model._refit_units == 10 and restored is None:
+                fresh = SwitchingGLM(**model._get_params())
+                fresh.load_state_dict(model.state_dict())
+                restored = (t, fresh, pickle.loads(pickle.dumps(model)))
+        if model._refits_done > done and before is not None:
+            old = pickle.loads(before)  # as it was, its refit dropped
+            old._refit_units, old._refit_gens, old.refits = -1, None, done
+            old.step(x[t])
+            new = pickle.loads(pickle.dumps(model))
+            ahead = x[t + 1 : t + 401]
+            a = np.array([old.track(row).argmax().item() for row in ahead])
+            b = np.array([new.track(row).argmax().item() for row in ahead])
+            confusion = np.zeros((k, k))
+            np.add.at(confusion, (a, b), 1)
+            rows, cols = linear_sum_assignment(-confusion)
+            agreements.append((np.trace(confusion) / len(a), confusion[rows, cols].sum() / len(a)))
+    assert model._refits_done == 2
+    starts = [b for b in refit_bins if b - 1 not in refit_bins]
+    assert starts == [2 * burn_in - 1, 4 * burn_in - 1]  # after bins 800 and 1,600
+    assert len(refit_bins) > 40  # spread over many bins
+    print(f"refits from bins {starts}; label-for-label agreement after each {agreements}")
+    assert len(agreements) == 2
+    for same, best in agreements:
+        assert same >= 0.8 and same == best
+    assert restored is not None
+    t0, fresh, copied = restored
+    replay = SwitchingGLM(**model._get_params())  # the original, stepped again to compare
+    for t in range(t0 + 1):
+        replay.step(x[t])
+    for t in range(t0 + 1, len(x)):
+        expected = replay.step(x[t])
+        for other in (fresh, copied):
+            torch.testing.assert_close(other.step(x[t]), expected, rtol=0, atol=0)
+
+
+def test_refits_find_states_the_first_buffer_missed() -> None:
+    """`slow_kernel` (coupling through kernels outside the basis, mean dwell up to 1,500
+    bins), ten seeds of 7,000 bins and 8-10 neurons, burn_in 1,000 so the refits (on 2,000 and
+    4,000 bins) act within the session: state accuracy on the last third with the refits
+    against the same learner without them. Measured: median 0.581 against 0.529, worst seed
+    0.46 against 0.37, no seed worse; in the benchmark's 12,000-bin sessions at the default
+    burn_in (2,000) median 0.93 against 0.64."""
+    bins, burn_in = 7000, 1000
+    scored = slice(2 * bins // 3, None)
+    accuracy: dict[int, list[float]] = {0: [], 2: []}
+    for seed in SEEDS:
+        data = family("slow_kernel", seed, bins, MAX_NEURONS)
+        k = data.n_states
+        for refits in accuracy:
+            model = SwitchingGLM(
+                n_states=k, burn_in=burn_in, refits=refits, check_counts=False, seed=seed
+            )
+            posterior, _, _ = run_online(model, data.counts)
+            accuracy[refits].append(
+                state_accuracy(data.states[scored], posterior[scored].argmax(1), k)
+            )
+    without, with_refits = np.array(accuracy[0]), np.array(accuracy[2])
+    print(f"\nslow_kernel without refits {np.round(without, 2)}, with {np.round(with_refits, 2)}")
+    assert np.median(with_refits) >= np.median(without) + 0.03
+    assert with_refits.min() > without.min()
+    assert (with_refits >= without - 0.02).all()

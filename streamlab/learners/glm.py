@@ -158,6 +158,17 @@ class SwitchingGLM(Learner):
         "moments" only measures the mean counts and feature moments, then starts every state's
         biases at log(mean rate) plus its offset. During burn-in the output is the initial
         model's posterior. 0: no burn-in, biases start at log(initial_rate).
+    refits
+        With burn_in_fit="em", the model is fitted again by the same sliced EM on every bin
+        seen so far when the stream reaches 2, 4, ... 2^refits times `burn_in` bins (the
+        buffer keeps that many), the current model one of the starts; the online learner
+        goes on learning meanwhile, then continues from the refit, whose states take the
+        labels of the current ones they are closest to (weights matched one to one), so
+        state k keeps its meaning. A first buffer misses states that show up later and holds
+        few visits of slow ones: on 12,000-bin sessions of `slow_kernel` (benchmarks/
+        glm_science.py) the median state accuracy over the last third went 0.64 -> 0.93 and
+        the worst seed 0.33 -> 0.53 with 2 refits. Memory: 2^refits x burn_in bins per
+        stream.
     schedule, step_exponent, step_offset, min_step
         Step size γ_t of every stochastic-approximation average, t the bins seen (burn-in
         included): "power" is max(min_step, (t + step_offset)^-step_exponent) (step_exponent in
@@ -201,6 +212,7 @@ class SwitchingGLM(Learner):
         burn_in_fit: str = "em",
         burn_in_iter: int = 10,
         burn_in_restarts: int = 3,  # two k-means++ seeds and the offsets start (see docstring)
+        refits: int = 2,
         schedule: str = "power",
         step_exponent: float = 1.0,
         step_offset: float = 100.0,
@@ -230,6 +242,7 @@ class SwitchingGLM(Learner):
         self.burn_in_fit = burn_in_fit
         self.burn_in_iter = burn_in_iter
         self.burn_in_restarts = burn_in_restarts
+        self.refits = refits
         self.schedule = schedule
         self.step_exponent = step_exponent
         self.step_offset = step_offset
@@ -245,7 +258,7 @@ class SwitchingGLM(Learner):
         self._init_backend(backend)
         for name in ("n_states", "n_basis", "refresh_every", "burn_in_iter", "burn_in_restarts"):
             require_positive_int(getattr(self, name), name)
-        for name in ("history", "n_inputs", "burn_in"):
+        for name in ("history", "n_inputs", "burn_in", "refits"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
@@ -348,7 +361,18 @@ class SwitchingGLM(Learner):
         self._fit_units = -1  # units of the sliced burn-in fit done; -1: none running
         self._fit_gens: list | None = None
         burn = int(self.burn_in) if self.burn_in_fit == "em" else 0
-        self._burn = self._zeros(batch, burn, n_features)
+        self._capacity = burn * 2 ** int(self.refits)  # bins buffered for the fit and refits
+        self._burn = self._zeros(batch, self._capacity, n_features)
+        self._refits_done = 0
+        self._refit_units = -1  # units of the running refit done; -1: none running
+        self._refit_gens: list | None = None
+        refitting = self._capacity > burn
+        # the model each refit started from (its start, replayed after a checkpoint)
+        self._refit_W = self._zeros(batch, K, n, D) if refitting else self._zeros(0)
+        self._refit_A = self._zeros(batch, K, K) if refitting else self._zeros(0)
+        # the online filter's state for each buffered bin after the burn-in fit (-1 before):
+        # a refit's states take the labels they agree with most on the buffer
+        self._labels = self._zeros(batch, self._capacity if refitting else 0).fill_(-1.0)
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         return {
@@ -372,19 +396,29 @@ class SwitchingGLM(Learner):
             "prior_mean": self._prior_mean,
             "prior_precision": self._prior_precision,
             "burn": self._burn,
+            "refit_W": self._refit_W,
+            "refit_A": self._refit_A,
+            "labels": self._labels,
         }
 
     def _state_scalars(self) -> dict[str, StateValue]:
-        return {"cursor": int(self._cursor), "fit_units": int(self._fit_units)}
+        return {
+            "cursor": int(self._cursor),
+            "fit_units": int(self._fit_units),
+            "refits_done": int(self._refits_done),
+            "refit_units": int(self._refit_units),
+        }
 
     def _load_scalars(self, scalars: dict[str, Any]) -> None:
         self._cursor = int(scalars["cursor"])
         self._fit_units = int(scalars.get("fit_units", -1))
-        self._fit_gens = None  # rebuilt and replayed to fit_units on the next step
+        self._refits_done = int(scalars.get("refits_done", 0))
+        self._refit_units = int(scalars.get("refit_units", -1))
+        self._fit_gens = self._refit_gens = None  # rebuilt and replayed on the next step
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["_fit_gens"] = None  # generators do not pickle: replayed from _fit_units
+        state["_fit_gens"] = state["_refit_gens"] = None  # replayed from the unit counts
         return state
 
     def extra_outputs(self) -> dict[str, torch.Tensor]:
@@ -554,59 +588,126 @@ class SwitchingGLM(Learner):
         K, n, D = int(self.n_states), self._n_neurons, self._D
         return int(np.clip(2**20 // (K * (n * D + D * D)), 64, 512))
 
-    def _fit_generators(self) -> list:
-        """One `sliced_em` generator per stream on its buffered burn-in, replayed to the units
-        already done (after a checkpoint is restored mid-fit)."""
-        data = self._burn.double().cpu().numpy()
+    def _fit_generators(self, refit: int = 0) -> list:
+        """One `sliced_em` generator per stream, replayed to the units already done (after a
+        checkpoint is restored mid-fit): the burn-in fit (refit 0) on the first `burn_in`
+        bins from the distinct-offsets start, or refit r on the first burn_in * 2^r bins from
+        the model as it was when that refit began."""
+        bins = int(self.burn_in) * 2**refit
+        data = self._burn[:, :bins].double().cpu().numpy()
+        labels = self._labels[:, :bins].cpu().numpy() if refit else None
         K, lags = int(self.n_states), self._lags
         basis = history_basis(self.basis, lags, int(self.n_basis)) if lags else np.zeros((1, 0))
         gens = []
         for b in range(self._batch):
-            start = self._W[b].double().cpu().numpy().copy()
-            neurons = data[b, :, : self._n_neurons]
-            # distinct offsets kept, centred on the buffer's log mean rates
-            start[..., -1] = np.log(neurons.mean(0) + 1e-2)[None, :] + (
-                start[..., -1] - start[..., -1].mean(0, keepdims=True)
-            )
+            if refit:
+                start = self._refit_W[b].double().cpu().numpy()
+                transitions = self._refit_A[b].double().cpu().numpy()
+            else:
+                start = self._W[b].double().cpu().numpy().copy()
+                neurons = data[b, :, : self._n_neurons]
+                # distinct offsets kept, centred on the buffer's log mean rates
+                start[..., -1] = np.log(neurons.mean(0) + 1e-2)[None, :] + (
+                    start[..., -1] - start[..., -1].mean(0, keepdims=True)
+                )
+                transitions = self._A[b].double().cpu().numpy()
             gen = sliced_em(
                 data[b],
                 K,
                 basis,
                 int(self.n_inputs),
                 start,
-                self._A[b].double().cpu().numpy(),
+                transitions,
                 n_iter=int(self.burn_in_iter),
                 restarts=int(self.burn_in_restarts),
-                seed=(0 if self.seed is None else int(self.seed)) * 7919 + b,
+                seed=(0 if self.seed is None else int(self.seed)) * 7919 + b + 104729 * refit,
                 chunk=self._fit_chunk(),
                 ridge=_WARM_RIDGE,
                 max_log_rate=float(self.max_log_rate),
+                labels=labels[b] if refit else None,
             )
-            for _ in range(self._fit_units):
+            for _ in range(self._refit_units if refit else self._fit_units):
                 next(gen)
             gens.append(gen)
         return gens
+
+    @staticmethod
+    def _advance_fits(gens: list) -> list:
+        """One bounded unit of each stream's fit; the results once they have all ended (every
+        stream's fit has the same number of units)."""
+        results = []
+        for gen in gens:
+            try:
+                next(gen)
+            except StopIteration as done:
+                results.append(done.value)
+        return results
 
     def _fit_slice(self) -> None:
         """One bounded unit of every stream's burn-in fit; at the end, load the fits."""
         if self._fit_gens is None:
             self._fit_gens = self._fit_generators()
-        results = []
-        for gen in self._fit_gens:
-            try:
-                next(gen)
-            except StopIteration as done:
-                results.append(done.value)
+        results = self._advance_fits(self._fit_gens)
         self._fit_units += 1
         if results:
             for b, (fit, acc, _) in enumerate(results):
                 self._load_fit(b, fit, acc)
             self._fit_units, self._fit_gens = -1, None
 
-    def _load_fit(self, b: int, fit: SwitchingGLMParams, acc: _Accumulated) -> None:
-        """Start stream b's online learner from its burn-in fit and the statistics of the fit's
-        last E-step: weights, transitions, occupancy, two-slice averages, responsibility-weighted
-        feature moments (and their inverse), mean rates, the posterior at the buffer's end."""
+    def _refit_work(self) -> None:
+        """After a learning bin: one unit of the running refit, or start the next one when the
+        buffer holds burn_in * 2^r bins (see `refits`); the model learns online meanwhile."""
+        if self._refit_units >= 0:
+            refit = self._refits_done + 1
+            if self._refit_gens is None:
+                self._refit_gens = self._fit_generators(refit)
+            results = self._advance_fits(self._refit_gens)
+            self._refit_units += 1
+            if results:
+                for b, (fit, acc, _) in enumerate(results):
+                    self._load_refit(b, fit, acc, int(self.burn_in) * 2**refit)
+                self._refit_units, self._refit_gens = -1, None
+                self._refits_done = refit
+        elif (
+            self._fit_units < 0
+            and self._refits_done < int(self.refits)
+            and self._capacity
+            and self._steps >= int(self.burn_in) * 2 ** (self._refits_done + 1)
+        ):
+            self._refit_W.copy_(self._W)
+            self._refit_A.copy_(self._A)
+            self._refit_units = 0
+
+    def _load_refit(self, b: int, fit: SwitchingGLMParams, acc: _Accumulated, bins: int) -> None:
+        """Stream b continues from its refit, each refitted state taking the label of the
+        current state it agrees with most over the buffer (one to one: the refit's smoothed
+        posterior against the online filter's state in each bin), so labels keep their
+        meaning; the filtered posterior is the online filter's. (Matching whole weight vectors
+        relabelled states: the coupling weights, many and noisy, outweighed the rates; so did
+        matching mean rates where states differ little in them.)"""
+        from scipy.optimize import linear_sum_assignment
+
+        agree = acc.agree if acc.agree is not None else np.eye(len(fit.transitions))
+        perm = linear_sum_assignment(-agree)[1]  # current state i <- refitted state perm[i]
+        fit.weights = fit.weights[perm]
+        fit.transitions = fit.transitions[np.ix_(perm, perm)]
+        acc.post_sum, acc.rate_sum = acc.post_sum[perm], acc.rate_sum[perm]
+        acc.moments, acc.grad = acc.moments[perm], acc.grad[perm]
+        acc.two = acc.two[np.ix_(perm, perm)]
+        self._load_fit(b, fit, acc, bins, keep_alpha=True)
+
+    def _load_fit(
+        self,
+        b: int,
+        fit: SwitchingGLMParams,
+        acc: _Accumulated,
+        bins: int | None = None,
+        keep_alpha: bool = False,
+    ) -> None:
+        """Start stream b's online learner from a fit of its first `bins` bins (None: the
+        burn-in) and the statistics of the fit's last E-step: weights, transitions, occupancy,
+        two-slice averages, responsibility-weighted feature moments (and their inverse), mean
+        rates, and (unless `keep_alpha`) the posterior at the buffer's end."""
         K = int(self.n_states)
         weight = acc.post_sum + 1e-6
         moments = acc.moments / weight[:, None, None] + _RIDGE * np.eye(self._D)
@@ -614,17 +715,31 @@ class SwitchingGLM(Learner):
         as_tensor = {"dtype": self._torch_dtype, "device": self._device}
         self._W[b].copy_(torch.as_tensor(fit.weights, **as_tensor))
         self._A[b].copy_(torch.as_tensor(fit.transitions, **as_tensor))
-        counts = torch.as_tensor(acc.two / max(int(self.burn_in) - 1, 1), **as_tensor)
+        bins = int(self.burn_in) if bins is None else bins
+        counts = torch.as_tensor(acc.two / max(bins - 1, 1), **as_tensor)
         self._counts[b].copy_(counts)
         self._smoothed[b].copy_(counts.unsqueeze(2).expand(K, K, K))
         self._occupancy[b].copy_(torch.as_tensor(weight / weight.sum(), **as_tensor))
         self._M[b].copy_(torch.as_tensor(moments, **as_tensor))
         self._P[b].copy_(torch.as_tensor(np.linalg.inv(moments), **as_tensor))
         self._abar[b].copy_(torch.as_tensor(np.maximum(mean_rate, _MIN_RATE), **as_tensor))
-        self._alpha[b].copy_(torch.as_tensor(acc.alpha_last, **as_tensor))
+        if not keep_alpha:
+            self._alpha[b].copy_(torch.as_tensor(acc.alpha_last, **as_tensor))
 
     def _update(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
+        if int(self.burn_in) <= self._steps < self._capacity:  # the refits' longer buffer
+            self._burn[:, self._steps].copy_(x)
+        alpha = self._learn_bin(x)
+        if self._capacity > int(self.burn_in):
+            t = self._steps - 1
+            if t < self._capacity and self._fit_units < 0 and t >= int(self.burn_in):
+                self._labels[:, t].copy_(alpha.argmax(1))
+            self._refit_work()
+        return alpha
+
+    def _learn_bin(self, x: torch.Tensor) -> torch.Tensor:
+        """Filter bin x and learn from it (or buffer it, or run a slice of the burn-in fit)."""
         fitting = self._fit_units >= 0
         if self._numpy_step and self._steps >= int(self.burn_in) and not fitting:
             return self._update_numpy(x)
@@ -1103,6 +1218,7 @@ class _Accumulated:
     rate_sum: np.ndarray  # (K, n) sum of post λ
     two: np.ndarray  # (K, K) summed two-slice posterior
     alpha_last: np.ndarray  # (K,) filtered posterior of the last bin
+    agree: np.ndarray | None = None  # (K, K) sum over bins of 1{given label = i} posterior(j)
 
 
 def _emissions(
@@ -1125,11 +1241,14 @@ def _sliced_e_step(
     cap: float,
     chunk: int,
     resp: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
 ):
     """Generator: one E-step in chunks of `chunk` bins (yields after each), forward filter then
     backward smoother (each chunk by the scan of `_chain_products`), accumulating the M-step's
     statistics; returns an `_Accumulated`. With `resp` (T, K) given, those responsibilities
-    stand in for the smoothed posterior (the first M-step of a seeded start)."""
+    stand in for the smoothed posterior (the first M-step of a seeded start). With `labels`
+    (T,) (another model's state per bin, -1 where none), their agreement with the posterior
+    is summed too (`agree`)."""
     T, K = len(features), len(A)
     n, D = neurons.shape[1], features.shape[1]
     alpha = np.empty((T, K))
@@ -1163,6 +1282,7 @@ def _sliced_e_step(
         np.zeros((K, n)),
         np.zeros((K, K)),
         alpha[-1].copy() if resp is None else resp[-1].astype(np.float64),
+        None if labels is None else np.zeros((K, K)),
     )
     beta_next = None  # β of the bin after the chunk, with that bin's e
     for s in reversed(starts):
@@ -1197,6 +1317,10 @@ def _sliced_e_step(
         acc.grad += (weighted.reshape(C, K * n).T @ f).reshape(K, n, D)
         acc.moments += ((post[:, :, None] * f[:, None, :]).reshape(C, K * D).T @ f).reshape(K, D, D)
         acc.rate_sum += (post[:, :, None] * rate).sum(0)
+        if acc.agree is not None and labels is not None:
+            given = labels[s : s + chunk]
+            known = given >= 0
+            np.add.at(acc.agree, given[known].astype(np.int64), post[known])
         yield
     return acc
 
@@ -1260,13 +1384,15 @@ def sliced_em(
     chunk: int,
     ridge: float = _WARM_RIDGE,
     max_log_rate: float = 8.0,
+    labels: np.ndarray | None = None,
 ):
     """Generator: the burn-in fit in bounded units of work (each a chunk of `chunk` bins of an
     E-step, or one M-step), so a live stream can run one unit per bin. `restarts` starts are
     each given `_PICK_ITER` EM iterations: k-means++ seeded starts on windowed square-root counts
     (windows of 10 and 30 bins, alternately) and, as one of them, `start` (the learner's
     distinct-offsets start); the best by likelihood runs on to `n_iter` iterations. Returns
-    (params, final `_Accumulated`, features)."""
+    (params, final `_Accumulated`, features); with `labels` (T,) the final E-step also sums
+    their agreement with its posterior (see `_sliced_e_step`)."""
     from scipy.special import gammaln
 
     K = n_states
@@ -1314,6 +1440,8 @@ def sliced_em(
             best = (acc.log_lik, W, A)
     W, A = (best[1], best[2]) if best is not None else (start.copy(), transitions.copy())
     W, A, _ = yield from iterate(W, A, uniform, max(n_iter - pick, 0))
-    acc = yield from _sliced_e_step(W, A, uniform, features, neurons, log_fact, max_log_rate, chunk)
+    acc = yield from _sliced_e_step(
+        W, A, uniform, features, neurons, log_fact, max_log_rate, chunk, labels=labels
+    )
     params = SwitchingGLMParams(W, A, uniform, basis, n_inputs, max_log_rate)
     return params, acc, features
