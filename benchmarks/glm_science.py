@@ -142,9 +142,9 @@ def summarise(sessions: list[Session]) -> dict[str, dict]:
     (worst of accuracy - 1/K - 0.2) and the step-time ratios."""
     out: dict[str, dict] = {}
     lengths = {s.bins for s in sessions}
-    for family, bins in dict.fromkeys((s.family, s.bins) for s in sessions):
-        rows = [s for s in sessions if s.family == family and s.bins == bins]
-        name = family if len(lengths) == 1 else f"{family}, {bins:,d} bins"
+    for kind, bins in dict.fromkeys((s.family, s.bins) for s in sessions):
+        rows = [s for s in sessions if s.family == kind and s.bins == bins]
+        name = kind if len(lengths) == 1 else f"{kind}, {bins:,d} bins"
         entry: dict = {"seeds": len(rows)}
         for m in METHODS:
             values = [s.accuracy[m] for s in rows]

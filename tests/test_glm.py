@@ -209,9 +209,10 @@ def test_states_line_up_with_running_and_resting_on_the_linear_track() -> None:
     (2, False) 0.62, (3, True) 0.60, (3, False) 0.69 with the refits on 600 and 1,200 bins
     (without them 0.61, 0.60, 0.61, 0.72; with one, at 600, 0.71, 0.61, 0.60, 0.69: the
     refits' gain on long simulated sessions does not show on these 1,982 bins; with the burn-in
-    fit's coupling ridge of 1 instead of 100: 0.55, 0.60, 0.63, 0.72); post-burn-in predictive LL per bin about -28 without coupling and -28 to
-    -31 with it (-57 to -88 at ridge 1: in 1 s bins these units burst, up to 37 spikes a bin,
-    and coupling fitted freely while running overshot on the bursts of rest). The uncoupled
+    fit's coupling ridge of 1 instead of 100: 0.55, 0.60, 0.63, 0.72); post-burn-in
+    predictive LL per bin about -28 without coupling and -28 to -31 with it (-57 to -88 at
+    ridge 1: in 1 s bins these units burst, up to 37 spikes a bin, and coupling fitted freely
+    while running overshot on the bursts of rest). The uncoupled
     HMM still lines up better here, and the test pins only what holds. The README shows
     (3, False): a threshold on the population count, even the best one, reaches only 0.55."""
     session = load_linear_track(LINEAR_TRACK)
