@@ -289,7 +289,10 @@ def rls_step_(
     gain = Pphi / denom * mask.unsqueeze(1)
     residual = target - bmv(theta, regressor)
     theta.add_(outer(residual, gain))
-    P.sub_(outer(gain, Pphi))
-    symmetric = 0.5 * (P + P.transpose(1, 2))
-    P.copy_(symmetric * (1.0 + mask * (1.0 / forgetting - 1.0)).view(-1, 1, 1))
+    # P <- (P - v v^T) / λ with v = Pφ / √denom: v_i v_j = v_j v_i bit for bit, so P stays
+    # exactly symmetric without a symmetrising pass, in two in-place passes over P (the step's
+    # cost is these passes: P is d x d per stream).
+    v = Pphi * (mask.unsqueeze(1) / denom).sqrt()
+    P.addcmul_(v.unsqueeze(2), v.unsqueeze(1), value=-1.0)
+    P.mul_((1.0 + mask * (1.0 / forgetting - 1.0)).view(-1, 1, 1))
     return residual * (forgetting / denom)
