@@ -3,13 +3,16 @@ closed form: the top-k eigenvectors of the data covariance from numpy.linalg.eig
 
 from __future__ import annotations
 
+import pickle
+import threading
+
 import numpy as np
 import pytest
 import torch
 
 from streamlab.errors import ConfigError, InputShapeError
 from streamlab.learners import SimilarityMatching, build_learners, parse_spec
-from streamlab.learners.similarity import principal_angles, subspace_error
+from streamlab.learners.similarity import principal_angles, subspace_error, top_eigenpairs
 
 
 def spiked_covariance(n: int, k: int, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,6 +102,68 @@ def test_state_dict_round_trip_gives_same_next_outputs() -> None:
     b.load_state_dict(state)
     for row in torch.from_numpy(x[300:].astype(np.float32)):
         torch.testing.assert_close(a.step(row), b.step(row), rtol=0, atol=0)
+
+
+def test_the_burn_in_start_runs_beside_the_stream_and_lands_later(monkeypatch) -> None:
+    """The batch PCA that ends the burn-in is computed on the worker thread, not in a step, and
+    replaces W and M some samples later (5 at 192 channels after a 200-sample burn-in) with
+    PSP's fixed point for the burn-in's samples: W = Λ U^T, M = Λ for the top eigenpairs of
+    their covariance, scaled by the network's running mean square norm."""
+    import streamlab.learners.similarity as similarity
+
+    threads = []
+
+    def recording(*args):
+        threads.append(threading.current_thread().name)
+        return top_eigenpairs(*args)
+
+    monkeypatch.setattr(similarity, "top_eigenpairs", recording)
+    n, k, burn_in = 192, 3, 200
+    x, _ = spiked_covariance(n, k, 240, 8)
+    data = torch.from_numpy(x)
+    sm = SimilarityMatching(n_components=k, init_samples=burn_in, device="cpu", dtype="float64")
+    for t in range(burn_in):
+        sm.step(data[t])
+    lag = sm._start_lag
+    assert lag == 5
+    sm._start.result()  # the start in flight
+    assert threads == ["streamlab-learner_0"]
+    for t in range(burn_in, burn_in + lag - 1):
+        sm.step(data[t])
+    before = sm._W.clone()
+    sm._finish_start()  # what the step at burn_in + lag does before it learns
+    assert not torch.equal(before, sm._W)
+    # the scale is the running mean square norm of x - (running mean), as the network sees it
+    mean, msn = np.zeros(n), 0.0
+    for t in range(burn_in):
+        mean += (x[t] - mean) / (t + 1)
+        msn += (((x[t] - mean) ** 2).sum() - msn) / (t + 1)
+    assert sm._start_scale[0] == pytest.approx(1 / msn, rel=1e-9)
+    centred = x[:burn_in] - x[:burn_in].mean(0)
+    values, vectors = np.linalg.eigh(centred.T @ centred / burn_in / msn)
+    top, lam = vectors[:, ::-1][:, :k], values[::-1][:k]
+    np.testing.assert_allclose(
+        np.abs(sm._W[0].numpy()), np.abs(lam[:, None] * top.T), rtol=1e-6, atol=1e-9
+    )
+    np.testing.assert_allclose(sm._M[0].numpy(), np.diag(lam), rtol=1e-6)
+
+
+def test_a_learner_restored_or_unpickled_before_its_start_is_due_computes_the_same_start() -> None:
+    x, _ = spiked_covariance(10, 2, 400, 9)
+    data = torch.from_numpy(x.astype(np.float32))
+    a = SimilarityMatching(n_components=2, init_samples=200, device="cpu", seed=1)
+    for t in range(210):
+        a.step(data[t])
+    state = {
+        k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in a.state_dict().items()
+    }
+    b = SimilarityMatching(n_components=2, init_samples=200, device="cpu", seed=7)
+    b.load_state_dict(state)
+    c = pickle.loads(pickle.dumps(a))
+    for row in data[210:]:
+        out = a.step(row)
+        torch.testing.assert_close(b.step(row), out, rtol=0, atol=0)
+        torch.testing.assert_close(c.step(row), out, rtol=0, atol=0)
 
 
 def test_inference_does_not_learn() -> None:

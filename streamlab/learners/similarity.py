@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -34,9 +35,27 @@ from streamlab.learners.local_rules import (
     rectified_fixed_point_numpy,
     solve_or_nan,
 )
+from streamlab.learners.worker import start_pool
 
 INIT_SCALE = 0.01  # the reference initialises W and M at 1/100 of an orthonormal basis / identity
 SEED_TRIALS = 8  # NSM's k-means++ candidates per row (sklearn: 2 + log k; 8 measured better)
+# PSP's batch start is applied START_LAG x the burn-in after its end at START_LAG_CHANNELS
+# and more (with the default burn-in of 10 n: n samples, at 1 kHz ample for the n x n eigh,
+# measured 12 ms idle and up to 190 ms on a loaded 2-core machine at n = 384), and sooner
+# below, in proportion to n^2 (the eigh's cost falls as n^3): a later start leaves the network
+# smaller steps after it, measured to cost calcium-family seeds up to 0.04 at 6,000 samples
+START_LAG, START_LAG_CHANNELS = 0.1, 384
+
+
+def top_eigenpairs(
+    moments: np.ndarray, count: int, scale: Sequence[float], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest eigenvalues (B, k) and eigenvectors (B, n, k), largest first, of the
+    covariances (M + M^T) scale / (2 count) of summed co-moments M (B, n, n), in float64."""
+    summed = moments.astype(np.float64)
+    cov = (summed + summed.transpose(0, 2, 1)) * (np.asarray(scale) / (2.0 * count))[:, None, None]
+    values, vectors = np.linalg.eigh(cov)
+    return values[:, ::-1][:, :k], vectors[:, :, ::-1][:, :, :k]
 
 
 class SimilarityMatching(Learner):
@@ -71,6 +90,9 @@ class SimilarityMatching(Learner):
         eigengaps, so the start must already resolve them: with a burn-in of 2 n samples two of
         forty seeds of `streamlab.sim.subspaces` (near-equal and decaying spectra) ended 0.14
         above batch PCA at 20,000 samples, with 2,000 both within 0.05. Memory: n^2 per stream.
+        The eigendecomposition runs on a worker thread beside the stream, in float64, and its
+        result replaces W and M up to a tenth of the burn-in later (`START_LAG`): done in one
+        step, the n x n `eigh` held a 384-channel stream for 12-45 ms at its end.
     backend
         How a step is computed, all with the same maths: `"auto"` (NumPy on the CPU, where
         torch's per-op overhead dominates at these sizes, and one replayed CUDA graph per step
@@ -139,26 +161,66 @@ class SimilarityMatching(Learner):
         default = max(2000, 10 * n_features, 10 * k)
         self._n_init = default if self.init_samples is None else int(self.init_samples)
         self._moments = self._zeros(batch, n_features, n_features)  # summed x x^T of the burn-in
+        share = START_LAG * min(1.0, (n_features / START_LAG_CHANNELS) ** 2)
+        self._start_lag = max(1, int(self._n_init * share)) if self._n_init else 0
+        self._start: Future[tuple[np.ndarray, np.ndarray]] | None = None
+        self._start_scale = [1.0] * batch  # the burn-in's input scale, set at its end
+        if self._start_lag:
+            start_pool()  # the worker thread exists before the burn-in ends: no start-up then
 
-    def _initialize_from_buffer(self) -> None:
-        """End of the burn-in: W and M set to PSP's fixed point for batch PCA of the burn-in's
-        samples (covariance from the summed co-moments, scaled with the running mean square
-        norm, which by now is those samples')."""
-        cov = (self._moments + self._moments.transpose(1, 2)) / (2 * self._n_init)
+    def _end_burn_in(self) -> None:
+        """End of the burn-in: its batch PCA goes to the worker thread while the stream goes on.
+        The scale (the running mean square norm, by now that of the burn-in's samples) is kept
+        with the state, and the moments stay as they are from here, so that a learner restored
+        before the start is due computes the same start."""
         if self.normalize:
-            cov = cov * (self._mean_sq_norm + 1e-12).reciprocal().view(-1, 1, 1)
-        values, vectors = torch.linalg.eigh(cov)
-        top = vectors.flip(2)[:, :, : self.n_components]  # (B, n, k), largest first
+            self._start_scale = (self._mean_sq_norm + 1e-12).reciprocal().tolist()
+        else:
+            self._start_scale = [1.0] * self._batch
+        self._begin_start()
+
+    def _begin_start(self) -> None:
+        """Hand the batch PCA of the burn-in's moments to the worker: on the CPU the tensor
+        itself (nothing writes it any more, and a restore allocates new state), so that this
+        step copies nothing."""
+        moments = self._moments.detach()
+        if moments.device.type != "cpu":
+            moments = moments.cpu()  # once; no other thread touches the device
+        self._start = start_pool().submit(
+            top_eigenpairs, moments.numpy(), self._n_init, self._start_scale, self.n_components
+        )
+
+    def _finish_start(self) -> None:
+        """`START_LAG` after the burn-in: W and M set to PSP's fixed point for the batch PCA
+        (W = Λ U^T, M = Λ), waiting for the worker only if it is not done yet."""
+        if self._start is None:  # restored or unpickled since the burn-in ended: compute again
+            self._begin_start()
+        assert self._start is not None
+        values, vectors = self._start.result()
+        self._start = None
+        top = torch.as_tensor(vectors.copy()).to(self._device, self._torch_dtype)  # (B, n, k)
+        lam = torch.as_tensor(values.copy()).to(self._device, self._torch_dtype).clamp(min=1e-12)
         # each eigenvector's sign that of the filter learned so far (outputs keep their sign
-        # across the burn-in's end), or where that is undecided, largest entry positive
+        # across the start), or where that is undecided, largest entry positive
         learned = torch.bmm(self._Minv, self._W).transpose(1, 2)  # (B, n, k)
         agreement = torch.sign((top * learned).sum(1, keepdim=True))
         peak = torch.sign(top.gather(1, top.abs().argmax(1, keepdim=True)))
         top = top * torch.where(agreement != 0, agreement, peak)
-        lam = values.flip(1)[:, : self.n_components].clamp(min=1e-12)  # (B, k)
         self._W.copy_(lam.unsqueeze(2) * top.transpose(1, 2))
         self._M.copy_(torch.diag_embed(lam))
         self._Minv.copy_(torch.diag_embed(lam.reciprocal()))
+
+    def _state_scalars(self) -> dict[str, StateValue]:
+        return {"start_scale": list(self._start_scale)}
+
+    def _load_scalars(self, scalars: dict[str, Any]) -> None:
+        self._start_scale = [float(v) for v in scalars.get("start_scale", [1.0] * self._batch)]
+        self._start = None  # a start in flight belonged to the state being replaced
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_start"] = None  # a start in flight is recomputed from the moments when due
+        return state
 
     def _eta(self, t: int) -> float:
         return max(1.0 / (self.gamma * t + self.t0), self.eta_min)
@@ -181,6 +243,8 @@ class SimilarityMatching(Learner):
     def _update(self, x: torch.Tensor) -> torch.Tensor:
         self._steps += 1
         if self._steps > self._n_init:
+            if self._steps == self._n_init + self._start_lag:
+                self._finish_start()
             return self._psp_step(x)
         before = x - self._mean if self.center else x
         y = self._psp_step(x)
@@ -188,7 +252,7 @@ class SimilarityMatching(Learner):
         after = x - self._mean if self.center else x
         self._moments.baddbmm_(before.unsqueeze(2), after.unsqueeze(1))
         if self._steps == self._n_init:
-            self._initialize_from_buffer()
+            self._end_burn_in()
         return y
 
     def _psp_step(self, x: torch.Tensor) -> torch.Tensor:
