@@ -16,8 +16,7 @@ rectified fixed-point solve they share with PSP live in `streamlab.learners.loca
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,16 +34,28 @@ from streamlab.learners.local_rules import (
     rectified_fixed_point_numpy,
     solve_or_nan,
 )
-from streamlab.learners.worker import start_pool
+from streamlab.learners.worker import StartBeside, start_pool
 
 INIT_SCALE = 0.01  # the reference initialises W and M at 1/100 of an orthonormal basis / identity
 SEED_TRIALS = 8  # NSM's k-means++ candidates per row (sklearn: 2 + log k; 8 measured better)
-# PSP's batch start is applied START_LAG x the burn-in after its end at START_LAG_CHANNELS
-# and more (with the default burn-in of 10 n: n samples, at 1 kHz ample for the n x n eigh,
-# measured 12 ms idle and up to 190 ms on a loaded 2-core machine at n = 384), and sooner
-# below, in proportion to n^2 (the eigh's cost falls as n^3): a later start leaves the network
-# smaller steps after it, measured to cost calcium-family seeds up to 0.04 at 6,000 samples
+# A burn-in's batch start lands `share` x the burn-in after its end at START_LAG_CHANNELS
+# channels and more, and sooner below, in proportion to the start's cost. PSP and Bio-CCA's
+# eigendecompositions (cost n^3; share 0.1, so n samples after the default burn-in of 10 n,
+# at 1 kHz ample for the n x n eigh: 12 ms idle, up to 190 ms on a loaded 2-core machine at
+# n = 384): a later start leaves the network smaller steps after it, measured to cost
+# calcium-family seeds up to 0.04 at 6,000 samples, so the lag shrinks as n^2 below 384.
 START_LAG, START_LAG_CHANNELS = 0.1, 384
+# NSM's k-means++ seeding (cost n): outputs stay zero until it lands, so a late start only
+# delays them; measured 8 ms at n = 384, k = 4 and 79 ms at n = 1,024, k = 8 (100 and 200
+# sample periods at this share)
+NSM_START_LAG = 0.5
+
+
+def start_lag(n_init: int, channels: int, share: float = START_LAG, power: int = 2) -> int:
+    """Samples between the end of a burn-in of `n_init` samples and its start's landing, for a
+    start whose cost per channel grows as channels^power (see START_LAG); 0 without one."""
+    scale = min(1.0, (channels / START_LAG_CHANNELS) ** power)
+    return max(1, int(n_init * share * scale)) if n_init else 0
 
 
 def top_eigenpairs(
@@ -58,7 +69,7 @@ def top_eigenpairs(
     return values[:, ::-1][:, :k], vectors[:, :, ::-1][:, :, :k]
 
 
-class SimilarityMatching(Learner):
+class SimilarityMatching(StartBeside, Learner):
     """Online principal subspace projection by a Hebbian/anti-Hebbian network.
 
     Parameters
@@ -161,9 +172,8 @@ class SimilarityMatching(Learner):
         default = max(2000, 10 * n_features, 10 * k)
         self._n_init = default if self.init_samples is None else int(self.init_samples)
         self._moments = self._zeros(batch, n_features, n_features)  # summed x x^T of the burn-in
-        share = START_LAG * min(1.0, (n_features / START_LAG_CHANNELS) ** 2)
-        self._start_lag = max(1, int(self._n_init * share)) if self._n_init else 0
-        self._start: Future[tuple[np.ndarray, np.ndarray]] | None = None
+        self._start_lag = start_lag(self._n_init, n_features)
+        self._start = None
         self._start_scale = [1.0] * batch  # the burn-in's input scale, set at its end
         if self._start_lag:
             start_pool()  # the worker thread exists before the burn-in ends: no start-up then
@@ -179,25 +189,18 @@ class SimilarityMatching(Learner):
             self._start_scale = [1.0] * self._batch
         self._begin_start()
 
-    def _begin_start(self) -> None:
-        """Hand the batch PCA of the burn-in's moments to the worker: on the CPU the tensor
-        itself (nothing writes it any more, and a restore allocates new state), so that this
-        step copies nothing."""
+    def _start_job(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """The batch PCA of the burn-in's moments: on the CPU the tensor itself (nothing writes
+        it any more, and a restore allocates new state), so that the step copies nothing."""
         moments = self._moments.detach()
         if moments.device.type != "cpu":
             moments = moments.cpu()  # once; no other thread touches the device
-        self._start = start_pool().submit(
-            top_eigenpairs, moments.numpy(), self._n_init, self._start_scale, self.n_components
-        )
+        return top_eigenpairs, (moments.numpy(), self._n_init, self._start_scale, self.n_components)
 
     def _finish_start(self) -> None:
-        """`START_LAG` after the burn-in: W and M set to PSP's fixed point for the batch PCA
-        (W = Λ U^T, M = Λ), waiting for the worker only if it is not done yet."""
-        if self._start is None:  # restored or unpickled since the burn-in ended: compute again
-            self._begin_start()
-        assert self._start is not None
-        values, vectors = self._start.result()
-        self._start = None
+        """`_start_lag` samples after the burn-in: W and M set to PSP's fixed point for its
+        batch PCA (W = Λ U^T, M = Λ)."""
+        values, vectors = self._start_result()
         top = torch.as_tensor(vectors.copy()).to(self._device, self._torch_dtype)  # (B, n, k)
         lam = torch.as_tensor(values.copy()).to(self._device, self._torch_dtype).clamp(min=1e-12)
         # each eigenvector's sign that of the filter learned so far (outputs keep their sign
@@ -215,12 +218,6 @@ class SimilarityMatching(Learner):
 
     def _load_scalars(self, scalars: dict[str, Any]) -> None:
         self._start_scale = [float(v) for v in scalars.get("start_scale", [1.0] * self._batch)]
-        self._start = None  # a start in flight belonged to the state being replaced
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_start"] = None  # a start in flight is recomputed from the moments when due
-        return state
 
     def _eta(self, t: int) -> float:
         return max(1.0 / (self.gamma * t + self.t0), self.eta_min)
@@ -405,7 +402,7 @@ def _positive_number(value: object) -> bool:
         return False
 
 
-class NonnegativeSimilarityMatching(Learner):
+class NonnegativeSimilarityMatching(StartBeside, Learner):
     """Nonnegative similarity matching (NSM): a Hebbian/anti-Hebbian network with rectified
     outputs that clusters its input or tiles an input manifold with localized receptive fields
     (Sengupta et al. 2018, NeurIPS; Bahroun et al. for clustering).
@@ -428,7 +425,9 @@ class NonnegativeSimilarityMatching(Learner):
     n_components
         Number of output units k (clusters, or tiles of the manifold).
     init_samples
-        Samples buffered for the initialisation (None: 50 k); at least k.
+        Samples buffered for the initialisation (None: 50 k); at least k. The seeding runs on
+        a worker thread beside the stream and lands up to half as many samples later
+        (`NSM_START_LAG`, in proportion to n below 384 channels); outputs are zeros until then.
     activity_init
         Initial cumulative activity Ŷ, the weight of the initial W as a pseudo-count.
     eta_min
@@ -559,6 +558,9 @@ class NonnegativeSimilarityMatching(Learner):
         self._candidate = self._zeros(batch, n_features)  # worst-explained sample, centred
         self._candidate_error = self._zeros(batch).fill_(-1.0)
         self._offdiag = 1.0 - torch.eye(k, dtype=self._torch_dtype, device=self._device)
+        self._start_lag = start_lag(self._n_init, n_features, NSM_START_LAG, power=1)
+        self._start = None
+        start_pool()  # the worker thread exists before the buffer fills: no start-up then
 
     def _prepare(self, x: torch.Tensor, rate: float | torch.Tensor | None) -> torch.Tensor:
         """Centre x with the running mean, first moving the mean and the squared scale by
@@ -575,61 +577,31 @@ class NonnegativeSimilarityMatching(Learner):
         return xc
 
     def _squares(self, xc: torch.Tensor) -> torch.Tensor:
-        """What the running squared scale averages, per channel (..., n): n x^2 for
-        `"channel"` scaling, the squared norm |x|^2 on every channel for `"norm"`."""
-        if self.normalize == "norm":
-            return xc.square().sum(-1, keepdim=True).expand_as(xc)
-        return xc.square() * xc.shape[-1]
+        return nsm_squares(xc, self.normalize)
 
     def _inverse_sq_scale(self) -> torch.Tensor:
-        """1 / scale^2 per channel (B, n) (ones without `normalize`). A channel's squared scale
-        is floored at 1e-3 of the channels' mean, so a channel silent so far cannot blow up
-        its first event."""
-        if not self.normalize:
-            return torch.ones_like(self._sq_scale)
-        floor = 1e-3 * self._sq_scale.mean(1, keepdim=True) + 1e-12
-        return (self._sq_scale + floor).reciprocal()
+        return nsm_inverse_sq_scale(self._sq_scale, self.normalize)
 
     def _inverse_scale(self) -> torch.Tensor:
         """1 / scale per channel (B, n): what centred input is multiplied by."""
         return self._inverse_sq_scale().sqrt()
 
-    def _initialize_from_buffer(self) -> None:
-        """Running statistics from the buffered samples, and W's rows chosen among them by
-        greedy k-means++ (`_seed_rows`), in the scaled space the network works in."""
-        buffer = self._buffer
-        if self.center:
-            self._mean.copy_(buffer.mean(1))
-        raw = buffer - self._mean.unsqueeze(1) if self.center else buffer.clone()
-        if self.normalize:
-            self._sq_scale.copy_(self._squares(raw).mean(1))
-        self._seed_rows(raw, raw * self._inverse_scale().unsqueeze(1))
+    def _start_job(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """The start from the buffer (which nothing writes once it is full), on the CPU."""
+        buffer = self._buffer.detach()
+        if buffer.device.type != "cpu":
+            buffer = buffer.cpu()  # once; no other thread touches the device
+        return nsm_start, (buffer, self.n_components, self.center, self.normalize)
 
-    def _seed_rows(self, raw: torch.Tensor, scaled: torch.Tensor) -> None:
-        """Greedy k-means++ on the buffer (B, m, n), deterministic: each row of W is, among
-        SEED_TRIALS candidates at evenly spaced quantiles of the D^2 distribution (D the
-        distance to the nearest row chosen so far; the mean before the first), the one that
-        lowers the sum of D^2 most. Replaces farthest-point selection, which picked single
-        outlying frames (one cell's large transient) as units: full-length assembly families,
-        ARI median 0.76 -> 0.85 (counts), 0.41 -> 0.51 (calcium)."""
-        batch, m, n = scaled.shape
-        quantiles = (torch.arange(SEED_TRIALS, dtype=raw.dtype, device=raw.device) + 0.5) / (
-            SEED_TRIALS
-        )
-        quantiles = quantiles.expand(batch, SEED_TRIALS).contiguous()
-        nearest = scaled.square().sum(2)  # (B, m)
-        for unit in range(self.n_components):
-            cdf = nearest.cumsum(1)
-            cdf = cdf / cdf[:, -1:].clamp_min(torch.finfo(cdf.dtype).tiny)
-            candidates = torch.searchsorted(cdf, quantiles).clamp_(max=m - 1)  # (B, T)
-            picked = scaled.gather(1, candidates.unsqueeze(2).expand(-1, -1, n))  # (B, T, n)
-            distance = (scaled.unsqueeze(1) - picked.unsqueeze(2)).square().sum(3)  # (B, T, m)
-            potential = torch.minimum(nearest.unsqueeze(1), distance)
-            best = potential.sum(2).argmin(1, keepdim=True)  # (B, 1)
-            index = candidates.gather(1, best)
-            self._W[:, unit].copy_(raw.gather(1, index.unsqueeze(2).expand(-1, 1, n)).squeeze(1))
-            nearest = potential.gather(1, best.unsqueeze(2).expand(-1, 1, m)).squeeze(1)
-            distance = nearest
+    def _finish_start(self) -> None:
+        """`_start_lag` samples after the buffer filled: the running statistics and W's rows
+        from `nsm_start`."""
+        mean, sq_scale, rows = (t.to(self._device, self._torch_dtype) for t in self._start_result())
+        if self.center:
+            self._mean.copy_(mean)
+        if self.normalize:
+            self._sq_scale.copy_(sq_scale)
+        self._W.copy_(rows)
 
     def _solve(self, xc: torch.Tensor) -> torch.Tensor:
         """The fixed point for centred input xc: the drive is (W s) . (xc s) = W . (xc s^2)
@@ -650,9 +622,13 @@ class NonnegativeSimilarityMatching(Learner):
         m = self._n_init
         if self._steps <= m:
             self._buffer[:, self._steps - 1].copy_(x)
-            if self._steps < m:
-                return self._zeros(x.shape[0], self.n_components)
-            self._initialize_from_buffer()
+            if self._steps == m:
+                self._begin_start()  # the seeding runs beside the stream; it lands later
+            return self._zeros(x.shape[0], self.n_components)
+        if self._steps < m + self._start_lag:
+            return self._zeros(x.shape[0], self.n_components)
+        if self._steps == m + self._start_lag:
+            self._finish_start()
             return self._infer(x)
         rates = (1.0 / self._steps,)
         if self._numpy_step:
@@ -758,7 +734,7 @@ class NonnegativeSimilarityMatching(Learner):
         return torch.from_numpy(y)
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
-        if self._steps < self._n_init:
+        if self._steps < self._n_init + self._start_lag:
             return self._zeros(x.shape[0], self.n_components)
         return self._solve(self._prepare(x, None))
 
@@ -799,6 +775,65 @@ class NonnegativeSimilarityMatching(Learner):
         yield {"n_components": 2, "init_samples": 3, "device": "cpu", "seed": 1}
 
 
+def nsm_squares(xc: torch.Tensor, normalize: bool | str) -> torch.Tensor:
+    """What NSM's running squared scale averages, per channel (..., n): n x^2 for `"channel"`
+    scaling, the squared norm |x|^2 on every channel for `"norm"`."""
+    if normalize == "norm":
+        return xc.square().sum(-1, keepdim=True).expand_as(xc)
+    return xc.square() * xc.shape[-1]
+
+
+def nsm_inverse_sq_scale(sq_scale: torch.Tensor, normalize: bool | str) -> torch.Tensor:
+    """1 / scale^2 per channel (B, n) (ones without `normalize`). A channel's squared scale is
+    floored at 1e-3 of the channels' mean, so a channel silent so far cannot blow up its first
+    event."""
+    if not normalize:
+        return torch.ones_like(sq_scale)
+    floor = 1e-3 * sq_scale.mean(1, keepdim=True) + 1e-12
+    return (sq_scale + floor).reciprocal()
+
+
+def nsm_start(
+    buffer: torch.Tensor, k: int, center: bool, normalize: bool | str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NSM's start from its buffer (B, m, n): the running mean and squared scale of the
+    buffered samples, and W's k rows (B, k, n) chosen among them by greedy k-means++
+    (`seed_rows`) in the scaled space the network works in."""
+    mean = buffer.mean(1)
+    raw = buffer - mean.unsqueeze(1) if center else buffer.clone()
+    sq_scale = nsm_squares(raw, normalize).mean(1)
+    inverse_scale = nsm_inverse_sq_scale(sq_scale, normalize).sqrt()
+    return mean, sq_scale, seed_rows(raw, raw * inverse_scale.unsqueeze(1), k)
+
+
+def seed_rows(raw: torch.Tensor, scaled: torch.Tensor, k: int) -> torch.Tensor:
+    """Greedy k-means++ on the buffer (B, m, n), deterministic: each row of W is, among
+    SEED_TRIALS candidates at evenly spaced quantiles of the D^2 distribution (D the
+    distance to the nearest row chosen so far; the mean before the first), the one that
+    lowers the sum of D^2 most. Replaces farthest-point selection, which picked single
+    outlying frames (one cell's large transient) as units: full-length assembly families,
+    ARI median 0.76 -> 0.85 (counts), 0.41 -> 0.51 (calcium)."""
+    batch, m, n = scaled.shape
+    rows = raw.new_zeros(batch, k, n)
+    quantiles = (torch.arange(SEED_TRIALS, dtype=raw.dtype, device=raw.device) + 0.5) / (
+        SEED_TRIALS
+    )
+    quantiles = quantiles.expand(batch, SEED_TRIALS).contiguous()
+    nearest = scaled.square().sum(2)  # (B, m)
+    for unit in range(k):
+        cdf = nearest.cumsum(1)
+        cdf = cdf / cdf[:, -1:].clamp_min(torch.finfo(cdf.dtype).tiny)
+        candidates = torch.searchsorted(cdf, quantiles).clamp_(max=m - 1)  # (B, T)
+        picked = scaled.gather(1, candidates.unsqueeze(2).expand(-1, -1, n))  # (B, T, n)
+        distance = (scaled.unsqueeze(1) - picked.unsqueeze(2)).square().sum(3)  # (B, T, m)
+        potential = torch.minimum(nearest.unsqueeze(1), distance)
+        best = potential.sum(2).argmin(1, keepdim=True)  # (B, 1)
+        index = candidates.gather(1, best)
+        rows[:, unit].copy_(raw.gather(1, index.unsqueeze(2).expand(-1, 1, n)).squeeze(1))
+        nearest = potential.gather(1, best.unsqueeze(2).expand(-1, 1, m)).squeeze(1)
+    return rows
+
+
 def _ridge_inverse_sqrt(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(C + r I)^-1/2 for a batch of covariances (B, n, n), with r a tenth of the mean
     eigenvalue (a burn-in of a few n samples leaves C poorly conditioned; the ridge keeps the
@@ -812,7 +847,26 @@ def _ridge_inverse_sqrt(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (vectors * scale.unsqueeze(1)) @ vectors.transpose(1, 2), trace > 0
 
 
-class BioCCA(TargetLearner):
+def batch_cca(
+    moments: torch.Tensor, count: int, n: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ridge-regularised batch CCA, in float64, from summed co-moments (B, n + q, n + q) of
+    `count` samples (blocks x x^T, x y^T, y y^T; the lower left one unused): the top k
+    canonical filter pairs Vx (B, n, k) and Vy (B, q, k), each scaled by 1/sqrt(2) as at Bio-CCA's
+    fixed point, their correlations (B, k), and whether both views had variance (B,)."""
+    cov = moments.to(torch.float64) / count
+    cxx, cyy, cxy = cov[:, :n, :n], cov[:, n:, n:], cov[:, :n, n:]
+    cxx, cyy = (cxx + cxx.transpose(1, 2)) / 2, (cyy + cyy.transpose(1, 2)) / 2
+    wx, okx = _ridge_inverse_sqrt(cxx)
+    wy, oky = _ridge_inverse_sqrt(cyy)
+    u, rho, vh = torch.linalg.svd(wx @ cxy @ wy)
+    vx = wx @ u[:, :, :k] / math.sqrt(2.0)
+    vy = wy @ vh.transpose(1, 2)[:, :, :k] / math.sqrt(2.0)
+    ok = okx & oky & torch.isfinite(vx).all((1, 2)) & torch.isfinite(vy).all((1, 2))
+    return vx, vy, rho[:, :k], ok
+
+
+class BioCCA(StartBeside, TargetLearner):
     """Bio-CCA (Lipshutz, Bahroun, Golkar, Sengupta and Chklovskii, Neural Computation 2021): the
     k-dimensional canonical subspace shared by two views, x (input) and y (the second view given
     to `step(x, y)`, e.g. neurons and behaviour), by a network of two-compartment neurons.
@@ -850,6 +904,8 @@ class BioCCA(TargetLearner):
         `streamlab.sim.subspaces.two_views` (42-228 channels in all) a burn-in of 2 (n + q)
         samples ended within 0.1 of batch CCA's subspace error on 6 seeds at 20,000 samples,
         one of 2,000 on all 10 from 3,000 samples on (1,000: 8). Memory: (n + q)^2 per stream.
+        The batch CCA runs on a worker thread beside the stream, in float64, and lands up to a
+        tenth of the burn-in later (`start_lag`, as the principal subspace network's start).
     backend
         `"auto"` (NumPy learning steps on the CPU up to 1,024 streams in lockstep, torch beyond;
         replayed as CUDA graphs on CUDA), `"torch"` (eager torch ops everywhere) or `"numpy"`
@@ -936,34 +992,35 @@ class BioCCA(TargetLearner):
         m = max(2000, 10 * (n + q)) if self.init_samples is None else int(self.init_samples)
         self._n_init = m
         self._moments = self._zeros(batch, n + q, n + q)
+        self._start_lag = start_lag(m, n + q)
+        self._start = None
+        if self._start_lag:
+            start_pool()  # the worker thread exists before the burn-in ends: no start-up then
         self._numpy_views = None  # the second view's tensors are new
 
-    def _initialize_from_buffer(self) -> None:
-        """End of the burn-in: Wx, Wy and M set to the network's fixed point for a ridge-
-        regularised batch CCA of the burn-in's samples (their covariances from the summed
-        co-moments). A stream whose view has no variance keeps its weights."""
-        assert self._moments is not None and self._mean_y is not None and self._Wy is not None
-        m, n = self._n_init, self._Wx.shape[2]
-        cov = self._moments / m
-        cxx, cyy, cxy = cov[:, :n, :n], cov[:, n:, n:], cov[:, :n, n:]
-        cxx, cyy = (cxx + cxx.transpose(1, 2)) / 2, (cyy + cyy.transpose(1, 2)) / 2
-        wx, okx = _ridge_inverse_sqrt(cxx)
-        wy, oky = _ridge_inverse_sqrt(cyy)
-        u, rho, vh = torch.linalg.svd(wx @ cxy @ wy)
-        k = self.n_components
-        vx = wx @ u[:, :, :k] / math.sqrt(2.0)  # (B, n, k)
-        vy = wy @ vh.transpose(1, 2)[:, :, :k] / math.sqrt(2.0)  # (B, q, k)
+    def _start_job(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """The batch CCA of the burn-in's moments (which nothing writes after it), on the CPU."""
+        assert self._moments is not None
+        moments = self._moments.detach()
+        if moments.device.type != "cpu":
+            moments = moments.cpu()  # once; no other thread touches the device
+        return batch_cca, (moments, self._n_init, self._Wx.shape[2], self.n_components)
+
+    def _finish_start(self) -> None:
+        """`_start_lag` samples after the burn-in: Wx, Wy and M set to the network's fixed
+        point for the ridge-regularised batch CCA of its samples (`batch_cca`). A stream whose
+        view has no variance keeps its weights."""
+        assert self._Wy is not None
+        vx, vy, rho, ok = (t.to(self._device, self._torch_dtype) for t in self._start_result())
         # each pair's sign that of the filters learned so far (the outputs keep their sign
-        # across the burn-in's end), or where that is undecided, largest entry of Vx positive
+        # across the start), or where that is undecided, largest entry of Vx positive
         learned = torch.bmm(self._Wx.transpose(1, 2), self._Minv)
         agreement = torch.sign((vx * learned).sum(1, keepdim=True))
         peak = torch.sign(vx.gather(1, vx.abs().argmax(1, keepdim=True)))
         sign = torch.where(agreement != 0, agreement, peak)
         vx, vy = vx * sign, vy * sign
-        lam = 1.0 + rho[:, :k]  # M = I + diag(rho) at the fixed point
-        ok = (okx & oky & torch.isfinite(vx).all((1, 2)) & torch.isfinite(vy).all((1, 2))).view(
-            -1, 1, 1
-        )
+        lam = 1.0 + rho  # M = I + diag(rho) at the fixed point
+        ok = ok.bool().view(-1, 1, 1)
         self._Wx.copy_(torch.where(ok, lam.unsqueeze(2) * vx.transpose(1, 2), self._Wx))
         self._Wy.copy_(torch.where(ok, lam.unsqueeze(2) * vy.transpose(1, 2), self._Wy))
         self._M.copy_(torch.where(ok, torch.diag_embed(lam), self._M))
@@ -984,6 +1041,8 @@ class BioCCA(TargetLearner):
         self._learned += 1
         t = self._learned
         if t > self._n_init:
+            if t == self._n_init + self._start_lag:
+                self._finish_start()
             return self._learn_step(x, y, t)
         assert self._moments is not None and self._mean_y is not None
         before = (x - self._mean_x, y - self._mean_y) if self.center else (x, y)
@@ -997,7 +1056,7 @@ class BioCCA(TargetLearner):
         self._moments[:, :n, n:].baddbmm_(bx, ay.unsqueeze(1))
         self._moments[:, n:, n:].baddbmm_(by, ay.unsqueeze(1))
         if t == self._n_init:
-            self._initialize_from_buffer()
+            self._begin_start()  # the batch CCA runs beside the stream; it lands later
         return z
 
     def _learn_step(self, x: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:

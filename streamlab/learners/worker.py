@@ -1,10 +1,13 @@
 """One worker thread for learners' one-off work (a burn-in's batch start), so that it runs
-beside the stream instead of holding a step: LAPACK releases the GIL while it computes."""
+beside the stream instead of holding a step: LAPACK and torch release the GIL while they
+compute. `StartBeside` is the learner's side of it."""
 
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 _pool: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
@@ -20,3 +23,37 @@ def start_pool() -> ThreadPoolExecutor:
             _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamlab-learner")
             _pool.submit(int)  # starts the thread now
         return _pool
+
+
+class StartBeside:
+    """A learner whose start (a batch fit of its burn-in) is computed on the worker thread and
+    applied a fixed number of samples after the burn-in (`_start_lag`), so that its outputs
+    never depend on the thread's timing. The job must read only state that no longer changes
+    once the burn-in is over: a learner restored or unpickled in between computes the same
+    start again when it is due."""
+
+    _start: Future[Any] | None = None
+    _start_lag: int = 0
+
+    def _start_job(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """The function computing the start and its arguments (host copies or CPU tensors)."""
+        raise NotImplementedError
+
+    def _begin_start(self) -> None:
+        """Hand the start to the worker; it is due `_start_lag` samples later."""
+        function, args = self._start_job()
+        self._start = start_pool().submit(function, *args)
+
+    def _start_result(self) -> Any:
+        """The start's result, waiting for the worker only if it is not done yet."""
+        if self._start is None:  # restored or unpickled since the burn-in ended
+            self._begin_start()
+        assert self._start is not None
+        result = self._start.result()
+        self._start = None
+        return result
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # type: ignore[misc]
+        state["_start"] = None  # a start in flight is computed again when due
+        return state
