@@ -4,7 +4,8 @@ recording, beside the offline baselines on the same frames.
 
 For each family of `streamlab.sim.assemblies` (`spike_counts`, `calcium`) and each seed, the
 session's frames are streamed once through `nsm` at its defaults with `n_components` the
-number of assemblies; each cell goes to the unit with its largest feedforward weight. The
+number of assemblies; each cell goes to the unit whose output it correlates with most (the
+learner's `assignments`, from running statistics of outputs and input). The
 baselines (scikit-learn, same k) are k-means on the frames (each cell to the centroid where it
 is largest), NMF of the frames (each cell to its largest component) and spectral clustering of
 the cells on their positive correlations. The score is the adjusted Rand index against the
@@ -66,13 +67,13 @@ class Session:
 
 def stream_nsm(activity: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Stream the frames once through `nsm` at its defaults (k units, CPU, float64); its
-    outputs (T, k) and its feedforward weights (k, n)."""
+    outputs (T, k) and its `membership` (k, n), whose argmax over units is each cell's unit."""
     learner = NonnegativeSimilarityMatching(
         n_components=k, device="cpu", dtype="float64", seed=seed
     )
     frames = torch.from_numpy(np.ascontiguousarray(activity, dtype=np.float64))
     outputs = np.stack([learner.step(frame).numpy().reshape(-1) for frame in frames])
-    return outputs, learner.feedforward[0].numpy()
+    return outputs, learner.membership[0].numpy()
 
 
 def evaluate(family: str, seed: int, data: AssemblyData) -> Session:
@@ -81,9 +82,9 @@ def evaluate(family: str, seed: int, data: AssemblyData) -> Session:
     start = time.perf_counter()
     session = Session(family, seed, data.summary())
     k = data.n_assemblies
-    outputs, weights = stream_nsm(data.activity, k)
-    session.ari["nsm"] = assembly_ari(data, assign_cells(weights))
-    session.fewest_channels = int(channels_owned(weights).min())
+    outputs, membership = stream_nsm(data.activity, k)
+    session.ari["nsm"] = assembly_ari(data, assign_cells(membership))
+    session.fewest_channels = int(channels_owned(membership).min())
     session.smallest_share = float(frame_shares(outputs).min())
     for name, assignment in offline_assignments(data.activity, k).items():
         session.ari[name] = assembly_ari(data, assignment)

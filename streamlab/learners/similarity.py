@@ -415,6 +415,13 @@ class NonnegativeSimilarityMatching(StartBeside, Learner):
     is the activity-weighted mean of the inputs unit i answers and L_ij the overlap of units i
     and j.
 
+    Which unit a channel belongs to (the cells of an assembly) is read from running statistics
+    kept beside the weights: `membership`, each unit's output covariance with each channel over
+    its output's standard deviation, and `assignments`, its argmax over units. By the largest
+    feedforward weight instead, the zebrafish tectum's assemblies scored ARI 0.49 (k-means 0.70,
+    NMF 0.51); by correlation 0.68, the assembly families unchanged or better (median ARI
+    spike counts 0.86, calcium 0.57 at full length; benchmarks/nsm_science.py).
+
     Initialisation is data-driven, because random weights left units sharing a cluster (ARI 1.0
     in only 5 of 9 seeds in the prototype): the first `init_samples` samples of each stream are
     buffered (output zeros meanwhile), the running mean and scale are taken from them, and W's
@@ -559,6 +566,11 @@ class NonnegativeSimilarityMatching(StartBeside, Learner):
         self._candidate_error = self._zeros(batch).fill_(-1.0)
         self._offdiag = 1.0 - torch.eye(k, dtype=self._torch_dtype, device=self._device)
         self._start_lag = start_lag(self._n_init, n_features, NSM_START_LAG, power=1)
+        # the membership readout's running statistics (see `membership`), per unit
+        self._readout_count = self._zeros(batch, k)
+        self._out_mean = self._zeros(batch, k)
+        self._out_sq = self._zeros(batch, k)
+        self._cross = self._zeros(batch, k, n_features)
         self._start = None
         start_pool()  # the worker thread exists before the buffer fills: no start-up then
 
@@ -673,6 +685,7 @@ class NonnegativeSimilarityMatching(StartBeside, Learner):
         self._Yhat.masked_fill_(restart, self.activity_init)
         self._b.masked_fill_(restart, 0.0)
         self._L.masked_fill_(restart.unsqueeze(2) | restart.unsqueeze(1), 0.0)
+        self._readout_count.masked_fill_(restart, 0.0)  # its statistics start afresh
         self._candidate_error.fill_(-1.0)
 
     def _learn(self, x: torch.Tensor, rates: Sequence[float] | torch.Tensor) -> torch.Tensor:
@@ -687,6 +700,11 @@ class NonnegativeSimilarityMatching(StartBeside, Learner):
         hebbian_(self._L, y, y, rate, y2)
         self._L.mul_(self._offdiag)
         self._b.add_(y - self._target, alpha=self.threshold_rate)
+        r = self._readout_count.add_(1.0).reciprocal()
+        deviation = y - self._out_mean  # Welford: against the mean before this sample
+        self._out_mean.add_(deviation * r)
+        self._out_sq.add_((y2 - self._out_sq) * r)
+        self._cross.add_((deviation.unsqueeze(2) * xc.unsqueeze(1) - self._cross) * r.unsqueeze(2))
         return y
 
     def _learn_numpy(self, x: torch.Tensor, rate: float) -> torch.Tensor:
@@ -731,6 +749,18 @@ class NonnegativeSimilarityMatching(StartBeside, Learner):
         L += post * y[:, None, :]
         L *= v["offdiag"]
         b += self.threshold_rate * (y - self._target)
+        count, out_mean, out_sq, cross = (
+            v["readout_count"],
+            v["out_mean"],
+            v["out_sq"],
+            v["cross"],
+        )
+        count += 1.0
+        r = 1.0 / count
+        deviation = y - out_mean
+        out_mean += deviation * r
+        out_sq += (y2 - out_sq) * r
+        cross += (deviation[:, :, None] * xc[:, None, :] - cross) * r[:, :, None]
         return torch.from_numpy(y)
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
@@ -749,6 +779,10 @@ class NonnegativeSimilarityMatching(StartBeside, Learner):
             "buffer": self._buffer,
             "candidate": self._candidate,
             "candidate_error": self._candidate_error,
+            "readout_count": self._readout_count,
+            "out_mean": self._out_mean,
+            "out_sq": self._out_sq,
+            "cross": self._cross,
         }
 
     def _numpy_tensors(self) -> dict[str, torch.Tensor]:
@@ -759,6 +793,20 @@ class NonnegativeSimilarityMatching(StartBeside, Learner):
         """W s, (B, k, n): row i is the activity-weighted mean input of unit i, centred and
         scaled by the current running scale s (stored unscaled, see `_solve`)."""
         return self._W * self._inverse_scale().unsqueeze(1)
+
+    @property
+    def membership(self) -> torch.Tensor:
+        """(B, k, n): how strongly each channel belongs to each unit, cov(y_i, x_j) / sd(y_i)
+        over the samples since the start (or since unit i's restart), which is the correlation
+        of unit i's output with channel j times channel j's standard deviation: its argmax over
+        units (`assignments`) is the unit each channel correlates with most."""
+        var = (self._out_sq - self._out_mean.square()).clamp_min(0.0)
+        return self._cross / (var.sqrt() + torch.finfo(var.dtype).tiny).unsqueeze(2)
+
+    @property
+    def assignments(self) -> torch.Tensor:
+        """(B, n): each channel's unit, the one whose output it correlates with most."""
+        return self.membership.argmax(1)
 
     @property
     def lateral(self) -> torch.Tensor:
