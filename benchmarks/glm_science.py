@@ -55,6 +55,14 @@ def state_accuracy(truth: np.ndarray, decoded: np.ndarray, k: int) -> float:
     return float(confusion[rows, cols].sum() / len(truth))
 
 
+COLLAPSED = 0.95  # a decoder that puts this share of bins in one state has collapsed
+
+
+def largest_share(decoded: np.ndarray, k: int) -> float:
+    """The share of bins in the most used state: 1.0 when everything is put in one state."""
+    return float(np.bincount(decoded, minlength=k).max() / len(decoded))
+
+
 @dataclass
 class Session:
     """One session's state accuracies per method, step timings and a description."""
@@ -66,6 +74,7 @@ class Session:
     bins: int = 0
     fit_end: int = 0
     accuracy: dict[str, float] = field(default_factory=dict)
+    top_share: dict[str, float] = field(default_factory=dict)
     step_ms: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -102,6 +111,8 @@ def evaluate(name: str, seed: int, n_bins: int, max_neurons: int = N_NEURONS[1])
     truth = data.states[scored]
     session.seconds["sglm"] = time.perf_counter() - start
     session.accuracy["sglm"] = state_accuracy(truth, posterior[scored].argmax(1), k)
+    session.top_share["sglm"] = largest_share(posterior[scored].argmax(1), k)
+    session.top_share["truth"] = largest_share(truth, k)
     # steps while the burn-in fit runs (one slice each) against the learning steps after it
     fitting = seconds[model.burn_in : fit_end]
     live = seconds[fit_end:] if fit_end < len(seconds) - 100 else seconds[100 : model.burn_in]
@@ -120,6 +131,7 @@ def evaluate(name: str, seed: int, n_bins: int, max_neurons: int = N_NEURONS[1])
     _, filtered = switching_log_likelihood(fit, data.counts)
     session.seconds["batch EM"] = time.perf_counter() - start
     session.accuracy["batch EM"] = state_accuracy(truth, filtered[scored].argmax(1), k)
+    session.top_share["batch EM"] = largest_share(filtered[scored].argmax(1), k)
     _, true_filtered = switching_log_likelihood(data.truth, data.counts)
     session.accuracy["true filter"] = state_accuracy(truth, true_filtered[scored].argmax(1), k)
     return session
@@ -129,7 +141,9 @@ def report_line(s: Session) -> str:
     acc = ", ".join(f"{m} {s.accuracy[m]:.3f}" for m in METHODS)
     ms = s.step_ms
     return (
-        f"[{s.family} seed {s.seed}] {s.describe}\n    state accuracy: {acc}\n    step ms: "
+        f"[{s.family} seed {s.seed}] {s.describe}\n    state accuracy: {acc}; largest state's "
+        f"share of bins: sglm {s.top_share['sglm']:.2f}, batch EM {s.top_share['batch EM']:.2f}, "
+        f"truth {s.top_share['truth']:.2f}\n    step ms: "
         f"learning median {ms['median']:.3f} p99 {ms['live p99']:.2f} worst "
         f"{ms['live worst']:.1f}; while the burn-in fit runs (to bin {s.fit_end}) median "
         f"{ms['fit median']:.3f} p99 {ms['fit p99']:.2f} worst {ms['fit worst']:.1f}; "
@@ -153,6 +167,10 @@ def summarise(sessions: list[Session]) -> dict[str, dict]:
         entry["sglm - batch EM"] = {"median": float(np.median(gap)), "worst": float(min(gap))}
         margin = [s.accuracy["sglm"] - 1.0 / s.n_states - 0.2 for s in rows]
         entry["collapse margin worst"] = float(min(margin))
+        for m in ("sglm", "batch EM"):  # seeds put (almost) all in one state though truth is not
+            entry[f"{m} collapsed"] = sum(
+                s.top_share[m] >= COLLAPSED > s.top_share["truth"] for s in rows
+            )
         for key in ("fit median", "fit p99", "fit worst", "live p99", "live worst"):
             ratio = [s.step_ms[key] / s.step_ms["median"] for s in rows]
             entry[f"{key} / median"] = {"median": float(np.median(ratio)), "max": max(ratio)}
@@ -165,17 +183,19 @@ def summarise(sessions: list[Session]) -> dict[str, dict]:
 def table(summary: dict[str, dict]) -> str:
     columns = [*METHODS, "sglm - batch EM"]
     lines = [
-        "State accuracy on the last third (best permutation), median / worst seed:",
+        "State accuracy on the last third (best permutation), median / worst seed; collapsed: "
+        f"the decoder put at least {COLLAPSED:.0%} of those bins in one state, the truth did not:",
         "",
-        "| family (seeds) | " + " | ".join(columns) + " | fit ends (bin) |",
-        "|---" * (len(columns) + 2) + "|",
+        "| family (seeds) | " + " | ".join(columns) + " | collapsed seeds: sglm, batch EM "
+        "| fit ends (bin) |",
+        "|---" * (len(columns) + 3) + "|",
     ]
     for name, e in summary.items():
         cells = [f"{e[c]['median']:.3f} / {e[c]['worst']:.3f}" for c in columns]
         end = e["fit end bin"]
         lines.append(
-            f"| {name} ({e['seeds']}) | " + " | ".join(cells) + f" | {end['median']:.0f} "
-            f"(max {end['max']}) |"
+            f"| {name} ({e['seeds']}) | " + " | ".join(cells) + f" | {e['sglm collapsed']}, "
+            f"{e['batch EM collapsed']} | {end['median']:.0f} (max {end['max']}) |"
         )
     keys = ("fit median", "fit p99", "fit worst", "live p99", "live worst")
     lines += [
