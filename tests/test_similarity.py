@@ -218,3 +218,27 @@ def test_cuda_matches_cpu() -> None:
     for row in torch.from_numpy(x):
         out_cpu, out_gpu = cpu.step(row), gpu.step(row.cuda())
         torch.testing.assert_close(out_gpu.cpu(), out_cpu, rtol=1e-7, atol=1e-9)
+
+
+def test_a_forked_child_runs_its_own_starts() -> None:
+    """A process forked after the worker thread started (as a `ProcessPoolExecutor` forks)
+    still gets its burn-in start: the child makes its own worker instead of queueing the job
+    on the parent's, which no thread in the child runs."""
+    import multiprocessing
+    import warnings
+
+    SimilarityMatching(n_components=2, device="cpu").initialize(8)  # the parent's worker
+    context = multiprocessing.get_context("fork")
+    with warnings.catch_warnings():  # Python 3.12 warns of fork() with threads: the point here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with context.Pool(1) as pool:
+            outcome = pool.apply_async(_stream_through_the_start)
+            assert outcome.get(timeout=30) == 1.0
+
+
+def _stream_through_the_start() -> float:
+    x, _ = spiked_covariance(8, 2, 60, 3)
+    sm = SimilarityMatching(n_components=2, init_samples=50, device="cpu", dtype="float64")
+    for row in torch.from_numpy(x):
+        sm.step(row)
+    return float(sm._M[0, 0, 0] > 0)

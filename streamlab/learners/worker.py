@@ -4,6 +4,7 @@ compute. `StartBeside` is the learner's side of it."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -11,6 +12,16 @@ from typing import Any
 
 _pool: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
+
+
+def _forget_pool_after_fork() -> None:
+    """A forked child has no worker thread: the parent's pool would queue jobs that nothing
+    runs (a `ProcessPoolExecutor` forks on Linux), so the child starts its own on first use."""
+    global _pool, _lock
+    _pool, _lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def start_pool() -> ThreadPoolExecutor:
