@@ -18,7 +18,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from benchmarks.glm_science import evaluate, run_online, state_accuracy
+from benchmarks.glm_science import COLLAPSED, evaluate, run_online, state_accuracy
 from streamlab.learners.glm import SwitchingGLM, _run_to_end, history_basis, sliced_em
 from streamlab.sim.switching_families import FAMILIES, family
 
@@ -56,13 +56,18 @@ def test_state_accuracy_against_batch_em(sessions, name) -> None:
             f"{s.accuracy['batch EM']:.3f} true {s.accuracy['true filter']:.3f}"
         )
     batch_clear = sum(s.accuracy["batch EM"] > 1.0 / s.n_states + 0.2 for s in rows)
+    collapsed = {
+        m: sum(s.top_share[m] >= COLLAPSED > s.top_share["truth"] for s in rows)
+        for m in ("sglm", "batch EM")
+    }
     print(
         f"{name}: median gap {gap:.3f}, worst margin {worst_margin:.3f}, clear {clear}/10 "
-        f"(batch EM {batch_clear}/10)"
+        f"(batch EM {batch_clear}/10); collapsed {collapsed}"
     )
     assert all(np.isfinite(s.accuracy["sglm"]) for s in rows)
     assert gap >= LIMITS[name][0]
     assert clear >= LIMITS[name][1]
+    assert collapsed["sglm"] <= COLLAPSED_AT_MOST[name]
 
 
 def test_burn_in_fit_runs_in_bounded_slices_and_matches_the_fit_in_one_go() -> None:
@@ -116,6 +121,13 @@ def test_burn_in_fit_runs_in_bounded_slices_and_matches_the_fit_in_one_go() -> N
 # seed 9 at 0.529 against a bar of 0.533), slow_kernel -0.005 and 8/10 (at ridge 1: -0.024 and
 # 6/10, -0.003 and 10/10, +0.003 and 6/10). Batch EM from the same starts misses the bar on
 # several of the coupled seeds too; the assertion pins what is reached, not the target.
+# Seeds on which sglm put at least 95 % of the scored bins in one state where the truth did
+# not. The target is none (batch EM: none); measured with the burn-in fit's start rule
+# (`_MIN_START_SHARE`): prev_bin_coupling 2 (seeds 0 and 5: 9 neurons at 0.23 and 0.79 counts
+# per bin, where the true model's filter reaches only 0.81 and 0.95 and batch EM 0.55 and 0.49,
+# below the majority state's share that the collapsed learner scores), slow_kernel 1 (seed 8:
+# 0.07 counts per bin, true filter 0.72, batch EM 0.40). Pinned so that it cannot grow.
+COLLAPSED_AT_MOST = {"prev_bin_coupling": 2, "rate_states": 0, "slow_kernel": 1}
 LIMITS = {
     "prev_bin_coupling": (-0.05, 6),
     "rate_states": (-0.05, 9),
