@@ -34,7 +34,7 @@ from streamlab.learners.local_rules import (
     rectified_fixed_point_numpy,
     solve_or_nan,
 )
-from streamlab.learners.worker import StartBeside, start_pool
+from streamlab.learners.worker import StartBeside, for_worker, start_pool
 
 INIT_SCALE = 0.01  # the reference initialises W and M at 1/100 of an orthonormal basis / identity
 SEED_TRIALS = 8  # NSM's k-means++ candidates per row (sklearn: 2 + log k; 8 measured better)
@@ -190,11 +190,8 @@ class SimilarityMatching(StartBeside, Learner):
         self._begin_start()
 
     def _start_job(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        """The batch PCA of the burn-in's moments: on the CPU the tensor itself (nothing writes
-        it any more, and a restore allocates new state), so that the step copies nothing."""
-        moments = self._moments.detach()
-        if moments.device.type != "cpu":
-            moments = moments.cpu()  # once; no other thread touches the device
+        """The batch PCA of the burn-in's moments (see `for_worker`)."""
+        moments = for_worker(self._moments)
         return top_eigenpairs, (moments.numpy(), self._n_init, self._start_scale, self.n_components)
 
     def _finish_start(self) -> None:
@@ -600,10 +597,7 @@ class NonnegativeSimilarityMatching(StartBeside, Learner):
 
     def _start_job(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         """The start from the buffer (which nothing writes once it is full), on the CPU."""
-        buffer = self._buffer.detach()
-        if buffer.device.type != "cpu":
-            buffer = buffer.cpu()  # once; no other thread touches the device
-        return nsm_start, (buffer, self.n_components, self.center, self.normalize)
+        return nsm_start, (for_worker(self._buffer), self.n_components, self.center, self.normalize)
 
     def _finish_start(self) -> None:
         """`_start_lag` samples after the buffer filled: the running statistics and W's rows
@@ -1049,10 +1043,12 @@ class BioCCA(StartBeside, TargetLearner):
     def _start_job(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         """The batch CCA of the burn-in's moments (which nothing writes after it), on the CPU."""
         assert self._moments is not None
-        moments = self._moments.detach()
-        if moments.device.type != "cpu":
-            moments = moments.cpu()  # once; no other thread touches the device
-        return batch_cca, (moments, self._n_init, self._Wx.shape[2], self.n_components)
+        return batch_cca, (
+            for_worker(self._moments),
+            self._n_init,
+            self._Wx.shape[2],
+            self.n_components,
+        )
 
     def _finish_start(self) -> None:
         """`_start_lag` samples after the burn-in: Wx, Wy and M set to the network's fixed

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import torch
+
 _pool: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
 
@@ -34,6 +36,15 @@ def start_pool() -> ThreadPoolExecutor:
             _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamlab-learner")
             _pool.submit(int)  # starts the thread now
         return _pool
+
+
+def for_worker(tensor: torch.Tensor) -> torch.Tensor:
+    """A state tensor as the worker may read it: itself on the CPU (a start reads only state
+    that nothing writes any more, and a restore allocates new tensors, so the step copies
+    nothing), a host copy from a device (made here, on the stream's thread: no other thread
+    touches the device)."""
+    tensor = tensor.detach()
+    return tensor if tensor.device.type == "cpu" else tensor.cpu()
 
 
 class StartBeside:
