@@ -34,7 +34,7 @@ from streamlab.learners.local_rules import (
     rectified_fixed_point_numpy,
     solve_or_nan,
 )
-from streamlab.learners.worker import StartBeside, for_worker, start_pool
+from streamlab.learners.worker import StartBeside, for_worker
 
 INIT_SCALE = 0.01  # the reference initialises W and M at 1/100 of an orthonormal basis / identity
 SEED_TRIALS = 8  # NSM's k-means++ candidates per row (sklearn: 2 + log k; 8 measured better)
@@ -56,6 +56,15 @@ def start_lag(n_init: int, channels: int, share: float = START_LAG, power: int =
     start whose cost per channel grows as channels^power (see START_LAG); 0 without one."""
     scale = min(1.0, (channels / START_LAG_CHANNELS) ** power)
     return max(1, int(n_init * share * scale)) if n_init else 0
+
+
+def signs_like(filters: torch.Tensor, learned: torch.Tensor) -> torch.Tensor:
+    """(B, 1, k) signs for a batch start's filters (B, n, k): each that of the filter learned
+    so far (B, n, k), so outputs keep their sign across the start, or where that is undecided,
+    the one that makes the largest entry positive."""
+    agreement = torch.sign((filters * learned).sum(1, keepdim=True))
+    peak = torch.sign(filters.gather(1, filters.abs().argmax(1, keepdim=True)))
+    return torch.where(agreement != 0, agreement, peak)
 
 
 def top_eigenpairs(
@@ -172,11 +181,8 @@ class SimilarityMatching(StartBeside, Learner):
         default = max(2000, 10 * n_features, 10 * k)
         self._n_init = default if self.init_samples is None else int(self.init_samples)
         self._moments = self._zeros(batch, n_features, n_features)  # summed x x^T of the burn-in
-        self._start_lag = start_lag(self._n_init, n_features)
-        self._start = None
+        self._arm_start(start_lag(self._n_init, n_features))
         self._start_scale = [1.0] * batch  # the burn-in's input scale, set at its end
-        if self._start_lag:
-            start_pool()  # the worker thread exists before the burn-in ends: no start-up then
 
     def _end_burn_in(self) -> None:
         """End of the burn-in: its batch PCA goes to the worker thread while the stream goes on.
@@ -200,12 +206,7 @@ class SimilarityMatching(StartBeside, Learner):
         values, vectors = self._start_result()
         top = torch.as_tensor(vectors.copy()).to(self._device, self._torch_dtype)  # (B, n, k)
         lam = torch.as_tensor(values.copy()).to(self._device, self._torch_dtype).clamp(min=1e-12)
-        # each eigenvector's sign that of the filter learned so far (outputs keep their sign
-        # across the start), or where that is undecided, largest entry positive
-        learned = torch.bmm(self._Minv, self._W).transpose(1, 2)  # (B, n, k)
-        agreement = torch.sign((top * learned).sum(1, keepdim=True))
-        peak = torch.sign(top.gather(1, top.abs().argmax(1, keepdim=True)))
-        top = top * torch.where(agreement != 0, agreement, peak)
+        top = top * signs_like(top, torch.bmm(self._Minv, self._W).transpose(1, 2))
         self._W.copy_(lam.unsqueeze(2) * top.transpose(1, 2))
         self._M.copy_(torch.diag_embed(lam))
         self._Minv.copy_(torch.diag_embed(lam.reciprocal()))
@@ -562,14 +563,12 @@ class NonnegativeSimilarityMatching(StartBeside, Learner):
         self._candidate = self._zeros(batch, n_features)  # worst-explained sample, centred
         self._candidate_error = self._zeros(batch).fill_(-1.0)
         self._offdiag = 1.0 - torch.eye(k, dtype=self._torch_dtype, device=self._device)
-        self._start_lag = start_lag(self._n_init, n_features, NSM_START_LAG, power=1)
+        self._arm_start(start_lag(self._n_init, n_features, NSM_START_LAG, power=1))
         # the membership readout's running statistics (see `membership`), per unit
         self._readout_count = self._zeros(batch, k)
         self._out_mean = self._zeros(batch, k)
         self._out_sq = self._zeros(batch, k)
         self._cross = self._zeros(batch, k, n_features)
-        self._start = None
-        start_pool()  # the worker thread exists before the buffer fills: no start-up then
 
     def _prepare(self, x: torch.Tensor, rate: float | torch.Tensor | None) -> torch.Tensor:
         """Centre x with the running mean, first moving the mean and the squared scale by
@@ -1034,10 +1033,7 @@ class BioCCA(StartBeside, TargetLearner):
         m = max(2000, 10 * (n + q)) if self.init_samples is None else int(self.init_samples)
         self._n_init = m
         self._moments = self._zeros(batch, n + q, n + q)
-        self._start_lag = start_lag(m, n + q)
-        self._start = None
-        if self._start_lag:
-            start_pool()  # the worker thread exists before the burn-in ends: no start-up then
+        self._arm_start(start_lag(m, n + q))
         self._numpy_views = None  # the second view's tensors are new
 
     def _start_job(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
@@ -1056,12 +1052,7 @@ class BioCCA(StartBeside, TargetLearner):
         view has no variance keeps its weights."""
         assert self._Wy is not None
         vx, vy, rho, ok = (t.to(self._device, self._torch_dtype) for t in self._start_result())
-        # each pair's sign that of the filters learned so far (the outputs keep their sign
-        # across the start), or where that is undecided, largest entry of Vx positive
-        learned = torch.bmm(self._Wx.transpose(1, 2), self._Minv)
-        agreement = torch.sign((vx * learned).sum(1, keepdim=True))
-        peak = torch.sign(vx.gather(1, vx.abs().argmax(1, keepdim=True)))
-        sign = torch.where(agreement != 0, agreement, peak)
+        sign = signs_like(vx, torch.bmm(self._Wx.transpose(1, 2), self._Minv))
         vx, vy = vx * sign, vy * sign
         lam = 1.0 + rho  # M = I + diag(rho) at the fixed point
         ok = ok.bool().view(-1, 1, 1)

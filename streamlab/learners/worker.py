@@ -57,6 +57,14 @@ class StartBeside:
     _start: Future[Any] | None = None
     _start_lag: int = 0
 
+    def _arm_start(self, lag: int) -> None:
+        """At allocation: the start is due `lag` samples after the burn-in (0: no start), none
+        is in flight, and the worker thread is started now, so the burn-in's end pays no
+        thread start-up."""
+        self._start_lag, self._start = lag, None
+        if lag:
+            start_pool()
+
     def _start_job(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         """The function computing the start and its arguments (host copies or CPU tensors)."""
         raise NotImplementedError
