@@ -86,6 +86,19 @@ def _steps(s: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _burn_in(s: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (
+            f"{r['learner']} {r['channels']} ch, burn-in's last step / landing step / steady "
+            "p99 (ms)",
+            f"{r['end_ms']:.2f} / {r['landing_ms']:.2f} / {r['steady_p99_ms']:.2f}; the start "
+            f"inline {r['inline_ms']:.0f} ms (x{r['inline_ms'] / r['worst_ms']:.0f} our slowest "
+            "step)",
+        )
+        for r in s["burn_in_steps"]
+    ]
+
+
 def _ipca(s: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         (
@@ -271,6 +284,13 @@ BENCHES = [
         "learner_steps.py",
         ("--seconds", "0.5"),
         _steps,
+    ),
+    Bench(
+        "burn_in",
+        "A burn-in's end and its start's landing vs the steady step and the start inline",
+        "burn_in_steps.py",
+        (),
+        _burn_in,
     ),
     Bench(
         "ipca",
