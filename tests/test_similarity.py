@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from streamlab.errors import ConfigError, InputShapeError
-from streamlab.learners import SimilarityMatching, build_learners, parse_spec
+from streamlab.learners import LEARNERS, SimilarityMatching, build_learners, parse_spec
 from streamlab.learners.similarity import principal_angles, subspace_error, top_eigenpairs
 
 
@@ -242,3 +242,26 @@ def _stream_through_the_start() -> float:
     for row in torch.from_numpy(x):
         sm.step(row)
     return float(sm._M[0, 0, 0] > 0)
+
+
+@pytest.mark.parametrize("name", ["sm", "biocca"])
+def test_a_start_that_fails_on_overflowed_moments_says_why(name: str) -> None:
+    """One finite but huge sample in the burn-in overflows its float32 moments; the start's
+    eigendecomposition then fails, and the step that applies it raises InputShapeError naming
+    the cause and the remedy, not LAPACK's bare message."""
+    import warnings
+
+    learner = LEARNERS[name](n_components=2, init_samples=50, device="cpu")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 8)).astype(np.float32)
+    x[10] *= 1e20
+    y = torch.from_numpy(rng.standard_normal((200, 4)).astype(np.float32))
+
+    def stream() -> None:
+        for t, row in enumerate(torch.from_numpy(x)):
+            learner.step(row, y[t] if name == "biocca" else None)
+
+    with warnings.catch_warnings():  # the overflow itself warns in NumPy's steps
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(InputShapeError, match=r"overflowed the burn-in's moments.*float64"):
+            stream()

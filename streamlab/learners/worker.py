@@ -10,7 +10,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import torch
+
+from streamlab.errors import InputShapeError
 
 _pool: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
@@ -75,13 +78,23 @@ class StartBeside:
         self._start = start_pool().submit(function, *args)
 
     def _start_result(self) -> Any:
-        """The start's result, waiting for the worker only if it is not done yet."""
+        """The start's result, waiting for the worker only if it is not done yet. A start whose
+        maths fails on the burn-in's samples (moments overflowed by huge values) raises
+        `InputShapeError` saying so, instead of LAPACK's bare message."""
         if self._start is None:  # restored or unpickled since the burn-in ended
             self._begin_start()
         assert self._start is not None
-        result = self._start.result()
-        self._start = None
-        return result
+        start, self._start = self._start, None
+        try:
+            return start.result()
+        except (np.linalg.LinAlgError, torch.linalg.LinAlgError, ValueError) as exc:
+            name = type(self).__name__
+            raise InputShapeError(
+                f"{name}'s batch start from its burn-in failed ({type(exc).__name__}: {exc}), "
+                "most likely because samples too large for the learner's dtype overflowed the "
+                "burn-in's moments: scale the channels (e.g. z-score them) or use "
+                "dtype='float64', and start a new learner"
+            ) from exc
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()  # type: ignore[misc]
