@@ -240,7 +240,7 @@ def _nsm_science(s: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _refh_science(s: dict[str, Any]) -> list[tuple[str, str]]:
     body = s["refh_science"]
-    return [
+    rows = [
         (
             f"refh position MSE ratios, {family} ({e['seeds']} seeds, {body['samples']:,d} "
             "samples): median / worst",
@@ -251,6 +251,19 @@ def _refh_science(s: dict[str, Any]) -> list[tuple[str, str]]:
         )
         for family, e in body["families"].items()
     ]
+    if "longer" in body:
+        again = body["longer"]
+        rows.append(
+            (
+                f"refh sessions missing a target, again at {again['samples']:,d} samples",
+                ", ".join(
+                    f"{r['family']} seed {r['seed']}: "
+                    + ("meets both" if r["meets"] else "still misses")
+                    for r in again["sessions"]
+                ),
+            )
+        )
+    return rows
 
 
 def _subspace_science(s: dict[str, Any]) -> list[tuple[str, str]]:

@@ -6,9 +6,13 @@ biocca) at 384 channels.
 Each learner runs at its defaults on one stream of Poisson counts (Gaussian for biocca's two
 views). Samples are stepped as fast as they come, except within `--window` samples of the
 burn-in's end and of the start's landing, where they are paced at `--rate` Hz as a rig would
-send them (the worker's job then runs beside real gaps, as it would live); every paced step
-is timed. Printed per learner: the steady step's p50 and p99 (paced steps other than the two
-one-off ones), the burn-in's last step, the landing step, the slowest paced step, the inline
+send them, the loop sleeping between samples as it does waiting on a socket (the worker's job
+then runs beside real gaps, as it would live); every paced step is timed. (A loop that spins
+in Python instead starves the worker of the GIL: nsm's seeding, about 100 torch calls, then
+missed its landing 200 samples later and that step waited 16-30 ms for it.)
+
+Printed per learner: the steady step's p50 and p99 (paced steps other than the two one-off
+ones), the burn-in's last step, the landing step, the slowest paced step, the inline
 start (median of three, computed after the run from the same state), and the ratio of the
 inline start to our slowest step. The switching GLM's sliced burn-in fit is timed by
 `glm_science.py` (its "fit" columns).
@@ -30,17 +34,9 @@ import torch
 
 from streamlab.learners import LEARNERS
 from streamlab.learners.base import Learner
+from streamlab.stream.playback import wait_until
 
 REPEATS = 3  # inline starts timed (median)
-
-
-def _pace(deadline: float) -> None:
-    """Wait until `deadline` (perf_counter seconds): sleep most of it, spin the rest."""
-    left = deadline - time.perf_counter()
-    if left > 2e-3:
-        time.sleep(left - 1e-3)
-    while time.perf_counter() < deadline:
-        pass
 
 
 def run(
@@ -60,7 +56,7 @@ def run(
     for t in range(1, len(x)):
         if paced[t]:
             deadline = max(deadline + period, time.perf_counter() - period)
-            _pace(deadline)
+            wait_until(deadline)
             begin = time.perf_counter()
             learner.step(xs[t], ys[t]) if ys is not None else learner.step(xs[t])
             seconds[t] = time.perf_counter() - begin

@@ -23,12 +23,14 @@ damped seed 12 (period 196, ζ 0.03: a Kalman MSE of 0.002, 10 x) and overdisper
 whose 11 untuned neurons (mean counts 1.4-14.6, the tuned ones' at most 2.3) drive the hidden
 units (1.4 x static; without them the same rEFH reaches 0.3 x the Kalman filter). The position
 rarely leaves the tuned range (at most 0.3 % silent samples on the four sessions that failed
-with the previous sensory rate, 1e-4).
+with the previous sensory rate, 1e-4). Each session that misses a target is run again at
+`--longer` samples (100,000): all three meet both there, and so did damped seeds 0-16 at that
+length (worst 2.46 x Kalman, seed 12), so the rEFH is slower on these, not wrong.
 
 Run (from the repository root; about 2.5 minutes of one core at the defaults, 3.3 with the
 `oscillator` family as well):
 
-    python -m benchmarks.refh_science [--seeds 10] [--samples 25000]
+    python -m benchmarks.refh_science [--seeds 10] [--samples 25000] [--longer 100000]
         [--families damped,driven,overdispersed,oscillator]
 """
 
@@ -53,6 +55,10 @@ NAMES = {
     "kalman_readout": "Kalman (static readout)",
 }
 RATIOS = ("over_static", "over_kalman", "over_kalman_readout")
+# A session that misses a target is run again this long: the three sessions missing one at
+# 25,000 samples (seeds 0-19: driven 5, damped 12, overdispersed 12; slow, lightly damped
+# oscillators or loud untuned neurons) meet both by 100,000 (0.77, 2.46 and 0.78 x Kalman)
+LONGER = 100_000
 
 
 def refh_hidden_means(counts: np.ndarray, learned: int, start: int) -> np.ndarray:
@@ -76,6 +82,20 @@ def run_session(data: OscillatorData) -> dict:
     hidden = refh_hidden_means(data.counts, learned, max(fit.start - 200, 0))
     seconds = time.perf_counter() - start
     return {**filter_scores(data, hidden, fit, score), "seconds": seconds}
+
+
+def meets_targets(r: dict) -> bool:
+    """The issue's two targets: at most 0.8 x the static readout, 2.5 x the Kalman filter."""
+    return r["over_static"] <= 0.8 and r["over_kalman"] <= 2.5
+
+
+def session_line(r: dict) -> str:
+    """One session's MSEs and ratios, as printed."""
+    return (
+        f"rEFH {r['filter']:.3f}, static {r['static']:.3f}, Kalman {r['kalman']:.3f} / "
+        f"{r['kalman_readout']:.3f} -> {r['over_static']:.2f} x static, {r['over_kalman']:.2f} "
+        f"/ {r['over_kalman_readout']:.2f} x Kalman ({r['seconds']:.0f} s)"
+    )
 
 
 def summarise(results: dict[str, list[dict]]) -> dict:
@@ -120,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=10, help="seeds per family (default 10)")
     parser.add_argument("--samples", type=int, default=25_000, help="session length (25,000)")
     parser.add_argument("--families", default=",".join(DEFAULT_FAMILIES), help="comma-separated")
+    parser.add_argument(
+        "--longer",
+        type=int,
+        default=LONGER,
+        help=f"session length a missed target is run again at (default {LONGER:,}; 0: not)",
+    )
     args = parser.parse_args(argv)
     families = [f for f in args.families.split(",") if f]
     if set(families) - set(FAMILIES):
@@ -131,21 +157,30 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     results: dict[str, list[dict]] = {}
+    missed: list[tuple[str, int]] = []
     for family in families:
         for seed in range(args.seeds):
             data = FAMILIES[family](seed, n_samples=args.samples)
             r = run_session(data)
             results.setdefault(family, []).append(r)
-            print(
-                f"seed {seed} {data.summary()}: rEFH {r['filter']:.3f}, static "
-                f"{r['static']:.3f}, Kalman {r['kalman']:.3f} / {r['kalman_readout']:.3f} -> "
-                f"{r['over_static']:.2f} x static, {r['over_kalman']:.2f} / "
-                f"{r['over_kalman_readout']:.2f} x Kalman ({r['seconds']:.0f} s)",
-                flush=True,
-            )
+            print(f"seed {seed} {data.summary()}: {session_line(r)}", flush=True)
+            if not meets_targets(r):
+                missed.append((family, seed))
     summary = summarise(results)
     print()
     print(table(summary))
+    longer = []
+    if args.longer and missed:
+        print()
+        print(
+            f"Sessions that missed a target, run again at {args.longer:,} samples (the same "
+            "seed: the same population and dynamics, a longer recording):"
+        )
+        print()
+        for family, seed in missed:
+            r = run_session(FAMILIES[family](seed, n_samples=args.longer))
+            longer.append({"family": family, "seed": seed, "meets": meets_targets(r)})
+            print(f"- {family} seed {seed}: {session_line(r)}", flush=True)
     compact = {
         family: {
             "seeds": e["seeds"],
@@ -156,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         for family, e in summary.items()
     }
-    print(json.dumps({"refh_science": {"samples": args.samples, "families": compact}}))
+    body = {"samples": args.samples, "families": compact}
+    if longer:
+        body["longer"] = {"samples": args.longer, "sessions": longer}
+    print(json.dumps({"refh_science": body}))
     return 0
 
 

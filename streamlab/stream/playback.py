@@ -63,7 +63,7 @@ def play(
                 publisher.hello(stream, first_seq + sent, t0 + sent / rate, hello_meta)
                 last_hello = now
             if realtime:
-                _wait_until(start + (sent + chunk.shape[0] - 1) / (rate * speed))
+                wait_until(start + (sent + chunk.shape[0] - 1) / (rate * speed))
             t = t0 + sent / rate if times is None else float(times[sent])
             publisher.send(Frame(stream, chunk, first_seq + sent, t, kind, rate))
             sent += chunk.shape[0]
@@ -72,7 +72,7 @@ def play(
     return sent
 
 
-def _wait_until(deadline: float) -> None:
+def wait_until(deadline: float) -> None:
     """Sleep until `deadline` (perf_counter seconds), spinning the last 0.2 ms for precision."""
     while True:
         remaining = deadline - time.perf_counter()
