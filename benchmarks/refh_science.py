@@ -24,8 +24,9 @@ whose 11 untuned neurons (mean counts 1.4-14.6, the tuned ones' at most 2.3) dri
 units (1.4 x static; without them the same rEFH reaches 0.3 x the Kalman filter). The position
 rarely leaves the tuned range (at most 0.3 % silent samples on the four sessions that failed
 with the previous sensory rate, 1e-4). Each session that misses a target is run again at
-`--longer` samples (100,000): all three meet both there, and so did damped seeds 0-16 at that
-length (worst 2.46 x Kalman, seed 12), so the rEFH is slower on these, not wrong.
+`--longer` samples (100,000): all three meet both there. At that length all 60 sessions
+(seeds 0-19 of the three default families) meet both: at most 0.44 x static and 2.46 x Kalman
+(damped seed 12), medians 0.14-0.16 x and 0.40-0.76 x; the rEFH is slower on them, not wrong.
 
 Run (from the repository root; about 2.5 minutes of one core at the defaults, 3.3 with the
 `oscillator` family as well):
